@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv and install pvrnn_ros with the ROS 2 wheels and test tools.
+# torch is pinned first: on machines with the local CPU wheel this takes it; on a plain
+# PyPI machine it takes PyPI's default (CUDA) build. Override with PVRNN_TORCH="torch==X".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q "${PVRNN_TORCH:-torch==2.13.0}"
+.venv/bin/python -m pip install -q -e '.[ros,dev]'
+echo "installed: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"

@@ -1,0 +1,55 @@
+"""Build for both `colcon build` (ament_python) and `pip install -e '.[ros,dev]'`."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "pvrnn_ros"
+NODES = ["sim_node", "demonstrator_node", "recorder_node", "er_node"]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="PV-RNN learning from demonstrations with online error regression for ROS 2",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["examples/*/*.csv", "examples/*.yaml", "data/*.yaml", "data/*.xml"]},
+    include_package_data=True,
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/sim", glob("sim/*.xml")),
+    ],
+    python_requires=">=3.10",
+    # torch is pinned by scripts/install.sh (CPU wheel here, CUDA wheel from PyPI on a GPU box);
+    # the range below is satisfied by either and never pulls a second copy.
+    install_requires=[
+        "torch>=2.2",
+        "numpy>=1.24",
+        "pyyaml>=6",
+        "matplotlib>=3.7",
+        "tqdm>=4.60",
+        "rosbags>=0.10",
+        "mujoco>=3.1",
+        "gymnasium>=1.0",
+        "numba>=0.59",
+    ],
+    extras_require={
+        "ros": [
+            "ros-rclpy",
+            "ros-sensor-msgs",
+            "ros-std-msgs",
+            "ros-trajectory-msgs",
+            "ros-rosgraph-msgs",
+            "ros-rmw-fastrtps-cpp",
+        ],
+        "gpu": ["triton>=3.0"],
+        "dev": ["pytest>=7", "mcap>=1.1", "triton>=3.0"],
+    },
+    tests_require=["pytest"],
+    zip_safe=True,
+    entry_points={
+        "console_scripts": [f"pvrnn-ros = {PACKAGE}.cli:main"]
+        + [f"{node} = {PACKAGE}.ros.{node}:main" for node in NODES],
+    },
+)
