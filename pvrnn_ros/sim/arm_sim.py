@@ -1,0 +1,275 @@
+"""ArmSim: a thin, name-based wrapper around a MuJoCo model of position-controlled arms.
+
+Works with any MJCF whose hinge/slide joints are driven by actuators (the bundled scenes or a
+user's model). Everything is addressed by joint *name*; position targets go to the position
+actuator driving that joint and are clipped to the joint's limits.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+# Headless default: without a display, GLFW cannot work; EGL is the usual offscreen backend.
+# Has an effect only if mujoco has not been imported yet and the user did not choose one.
+if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+    os.environ["MUJOCO_GL"] = "egl"
+
+import mujoco  # noqa: E402
+
+__all__ = ["ArmSim", "load_model"]
+
+_NAME = mujoco.mjtObj
+_HINGE_SLIDE = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
+
+
+def load_model(mjcf: str | os.PathLike) -> tuple[mujoco.MjModel, str]:
+    """Compile an MJCF given as a file path or an XML string; returns (model, label).
+
+    A malformed model raises ValueError with MuJoCo's message and the file name.
+    """
+    if isinstance(mjcf, os.PathLike) or (isinstance(mjcf, str) and not mjcf.lstrip().startswith("<")):
+        path = Path(mjcf)
+        if not path.is_file():
+            raise FileNotFoundError(f"MJCF file not found: {path}")
+        label = str(path)
+        try:
+            return mujoco.MjModel.from_xml_path(str(path)), label
+        except ValueError as exc:
+            raise ValueError(f"failed to load MJCF {label}: {exc}") from None
+    if not isinstance(mjcf, str):
+        raise TypeError(f"mjcf must be a path or an XML string, got {type(mjcf).__name__}")
+    label = "<XML string>"
+    try:
+        return mujoco.MjModel.from_xml_string(mjcf), label
+    except ValueError as exc:
+        raise ValueError(f"failed to load MJCF {label}: {exc}") from None
+
+
+class ArmSim:
+    """Position-controlled MuJoCo arm(s), addressed by joint name.
+
+    Args:
+        mjcf: MJCF file path or XML string.
+        control_dt: seconds per `step()`; must be a whole multiple of the model timestep.
+        seed: seed for the reset noise generator (see `init_noise`).
+        init_noise: half-width (rad or m) of uniform noise added to the initial positions
+            on `reset` (0 = deterministic start).
+        keyframe: keyframe used by `reset` when present in the model (default "home").
+    """
+
+    def __init__(self, mjcf: str | os.PathLike, control_dt: float = 0.02, seed: int | None = None,
+                 init_noise: float = 0.0, keyframe: str | None = "home"):
+        self.model, self.source = load_model(mjcf)
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+        self.physics_dt = float(m.opt.timestep)
+        control_dt = float(control_dt)
+        ratio = control_dt / self.physics_dt
+        n_sub = int(round(ratio))
+        if not (control_dt > 0 and n_sub >= 1 and abs(ratio - n_sub) < 1e-6 * max(1.0, ratio)):
+            raise ValueError(f"control_dt={control_dt:g} s must be a positive whole multiple of the "
+                             f"physics timestep {self.physics_dt:g} s (of {self.source})")
+        self.n_substeps = n_sub
+        self.control_dt = n_sub * self.physics_dt
+        if not (init_noise >= 0 and np.isfinite(init_noise)):
+            raise ValueError(f"init_noise must be >= 0, got {init_noise}")
+        self.init_noise = float(init_noise)
+
+        # joints driven by a joint-transmission actuator, in model order
+        drives: dict[int, list[int]] = {}
+        for a in range(m.nu):
+            if int(m.actuator_trntype[a]) == int(mujoco.mjtTrn.mjTRN_JOINT):
+                drives.setdefault(int(m.actuator_trnid[a, 0]), []).append(a)
+        self._jids = [j for j in range(m.njnt) if int(m.jnt_type[j]) in _HINGE_SLIDE and j in drives]
+        if not self._jids:
+            raise ValueError(f"{self.source}: no hinge/slide joint is driven by an actuator")
+        self.joint_names: list[str] = []
+        for j in self._jids:
+            name = mujoco.mj_id2name(m, _NAME.mjOBJ_JOINT, j)
+            self.joint_names.append(name if name else f"joint{j}")
+        self._index = {n: i for i, n in enumerate(self.joint_names)}
+        self._qadr = np.array([m.jnt_qposadr[j] for j in self._jids])
+        self._dadr = np.array([m.jnt_dofadr[j] for j in self._jids])
+        limited = np.array([bool(m.jnt_limited[j]) for j in self._jids])
+        rng = np.array([m.jnt_range[j] for j in self._jids], dtype=float)
+        self._lower = np.where(limited, rng[:, 0], -np.inf)
+        self._upper = np.where(limited, rng[:, 1], np.inf)
+        # position actuator per joint: gain fixed, bias affine with bias1 = -kp
+        self._act = np.full(len(self._jids), -1)
+        for i, j in enumerate(self._jids):
+            for a in drives[j]:
+                kp = m.actuator_gainprm[a, 0]
+                if (int(m.actuator_gaintype[a]) == int(mujoco.mjtGain.mjGAIN_FIXED)
+                        and int(m.actuator_biastype[a]) == int(mujoco.mjtBias.mjBIAS_AFFINE)
+                        and kp > 0 and np.isclose(m.actuator_biasprm[a, 1], -kp)):
+                    self._act[i] = a
+                    break
+        self._gear = np.where(self._act >= 0, m.actuator_gear[np.maximum(self._act, 0), 0], 1.0)
+        self._idx_cache: dict[tuple[str, ...], np.ndarray] = {}
+        self._key = -1
+        if keyframe is not None:
+            self._key = mujoco.mj_name2id(m, _NAME.mjOBJ_KEY, keyframe)
+        self._renderer = None
+        self.seed = seed
+        self.reset(seed)
+
+    # ------------------------------------------------------------------ names
+    def _indices(self, names: Sequence[str] | None) -> np.ndarray:
+        if names is None:
+            return np.arange(len(self.joint_names))
+        if isinstance(names, str):
+            names = [names]
+        key = tuple(names)
+        idx = self._idx_cache.get(key)
+        if idx is None:
+            unknown = [n for n in key if n not in self._index]
+            if unknown:
+                raise ValueError(f"unknown joint name(s) {unknown}; known joints: {self.joint_names}")
+            idx = np.array([self._index[n] for n in key], dtype=int)
+            self._idx_cache[key] = idx
+        return idx
+
+    def robot_joints(self, prefix: str) -> list[str]:
+        """Full names of the actuated joints starting with `prefix` (e.g. "teacher_"), model order."""
+        names = [n for n in self.joint_names if n.startswith(prefix)]
+        if not names:
+            raise ValueError(f"no actuated joint starts with {prefix!r}; known joints: {self.joint_names}")
+        return names
+
+    @staticmethod
+    def strip_prefix(name: str, prefix: str) -> str:
+        """`name` without a leading `prefix` ("teacher_elbow" -> "elbow"); unchanged if absent."""
+        return name[len(prefix):] if prefix and name.startswith(prefix) else name
+
+    # ------------------------------------------------------------------ state
+    @property
+    def time(self) -> float:
+        return float(self.data.time)
+
+    def positions(self, names: Sequence[str] | None = None) -> np.ndarray:
+        """Measured joint positions (copy)."""
+        return self.data.qpos[self._qadr[self._indices(names)]].copy()
+
+    def velocities(self, names: Sequence[str] | None = None) -> np.ndarray:
+        """Measured joint velocities (copy)."""
+        return self.data.qvel[self._dadr[self._indices(names)]].copy()
+
+    def joint_limits(self, names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) joint limits; +-inf for unlimited joints."""
+        idx = self._indices(names)
+        return self._lower[idx].copy(), self._upper[idx].copy()
+
+    def targets(self, names: Sequence[str] | None = None) -> np.ndarray:
+        """Current position targets (NaN for joints without a position actuator)."""
+        idx = self._indices(names)
+        act = self._act[idx]
+        out = np.full(len(idx), np.nan)
+        ok = act >= 0
+        out[ok] = self.data.ctrl[act[ok]] / self._gear[idx][ok]
+        return out
+
+    def set_targets(self, values, names: Sequence[str] | None = None) -> np.ndarray:
+        """Set position targets (joint units) for `names` (default: all `joint_names`).
+
+        Targets are clipped to the joint limits (and the actuator's ctrlrange); returns the
+        targets actually applied.
+        """
+        idx = self._indices(names)
+        if isinstance(values, Mapping):
+            if names is not None:
+                raise ValueError("pass either a {name: value} mapping or values with names, not both")
+            idx = self._indices(list(values))
+            values = list(values.values())
+        v = np.asarray(values, dtype=float).reshape(-1)
+        if v.shape[0] != idx.shape[0]:
+            raise ValueError(f"got {v.shape[0]} target values for {idx.shape[0]} joints")
+        if not np.all(np.isfinite(v)):
+            raise ValueError("targets must be finite")
+        act = self._act[idx]
+        if np.any(act < 0):
+            bad = [self.joint_names[i] for i in idx[act < 0]]
+            raise ValueError(f"joint(s) {bad} are not driven by a position actuator")
+        v = np.clip(v, self._lower[idx], self._upper[idx])
+        ctrl = v * self._gear[idx]
+        m = self.model
+        lim = m.actuator_ctrllimited[act].astype(bool)
+        if np.any(lim):
+            ctrl[lim] = np.clip(ctrl[lim], m.actuator_ctrlrange[act[lim], 0], m.actuator_ctrlrange[act[lim], 1])
+        self.data.ctrl[act] = ctrl
+        return ctrl / self._gear[idx]
+
+    def step(self, n: int = 1) -> None:
+        """Advance `n` control steps (n * control_dt seconds of physics)."""
+        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps * int(n))
+
+    def reset(self, seed: int | None = None, positions=None) -> None:
+        """Reset time to 0 and the arm to the keyframe (if any) or the model's qpos0.
+
+        positions: optional {name: value} dict, or an array over all `joint_names`.
+        seed: reseeds the initial-position noise generator (used when init_noise > 0).
+        Position targets are set to the resulting positions, so the arm holds still.
+        """
+        if seed is not None or not hasattr(self, "_rng"):
+            if seed is not None:
+                self.seed = seed
+            self._rng = np.random.default_rng(self.seed)
+        m, d = self.model, self.data
+        if self._key >= 0:
+            mujoco.mj_resetDataKeyframe(m, d, self._key)
+        else:
+            mujoco.mj_resetData(m, d)
+        if positions is not None:
+            if isinstance(positions, Mapping):
+                idx = self._indices(list(positions))
+                vals = np.asarray(list(positions.values()), dtype=float)
+            else:
+                idx = np.arange(len(self.joint_names))
+                vals = np.asarray(positions, dtype=float).reshape(-1)
+                if vals.shape[0] != idx.shape[0]:
+                    raise ValueError(f"positions has {vals.shape[0]} values for {idx.shape[0]} joints "
+                                     f"{self.joint_names}")
+            d.qpos[self._qadr[idx]] = vals
+        if self.init_noise > 0:
+            d.qpos[self._qadr] += self._rng.uniform(-self.init_noise, self.init_noise, len(self._qadr))
+        d.qpos[self._qadr] = np.clip(d.qpos[self._qadr], self._lower, self._upper)
+        ok = self._act >= 0
+        if np.any(ok):
+            d.ctrl[self._act[ok]] = d.qpos[self._qadr[ok]] * self._gear[ok]
+        mujoco.mj_forward(m, d)
+
+    # ------------------------------------------------------------------ rendering
+    def render(self, width: int = 640, height: int = 480, camera: str | int | None = None) -> np.ndarray:
+        """RGB frame (height, width, 3) uint8, rendered offscreen.
+
+        Raises RuntimeError if no OpenGL backend works (set MUJOCO_GL=egl or osmesa before
+        importing mujoco).
+        """
+        if self._renderer is None or (self._renderer.width, self._renderer.height) != (width, height):
+            self.close()
+            try:
+                self._renderer = mujoco.Renderer(self.model, height=height, width=width)
+            except Exception as exc:  # noqa: BLE001 - GL failures surface as many types
+                raise RuntimeError(
+                    f"offscreen rendering unavailable: no working OpenGL backend "
+                    f"(MUJOCO_GL={os.environ.get('MUJOCO_GL', '<unset>')}): {exc}. "
+                    "Install EGL or OSMesa and set MUJOCO_GL=egl or MUJOCO_GL=osmesa.") from exc
+        cam = -1 if camera is None else camera
+        if camera is None and self.model.ncam > 0:
+            cam = 0
+        self._renderer.update_scene(self.data, camera=cam)
+        return self._renderer.render()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            try:
+                self._renderer.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._renderer = None
+
+    def __repr__(self) -> str:
+        return (f"ArmSim({self.source}, joints={len(self.joint_names)}, control_dt={self.control_dt:g}, "
+                f"physics_dt={self.physics_dt:g})")
