@@ -1,0 +1,239 @@
+"""Configuration dataclasses, loaded from YAML with strict checking.
+
+One `Config` holds everything a run needs; the model takes `Config.model` whole. Unknown
+keys and invalid values raise `ConfigError` naming the dotted key and the bad value.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown or its value is invalid."""
+
+
+@dataclass
+class LayerConfig:
+    """One PV-RNN layer. Layers are listed fastest first (layer 1 is nearest the output)."""
+
+    d: int = 40  # deterministic (MTRNN) units
+    z: int = 4  # stochastic units
+    tau: float = 2.0  # time constant; grows with height
+    w: float = 0.01  # meta-prior: weight of KL for t >= 2
+    w1: float = 1.0  # weight of KL against the unit-Gaussian prior at t = 1
+
+    def validate(self, key: str) -> None:
+        _require(self.d >= 1, f"{key}.d", self.d, "an integer >= 1")
+        _require(self.z >= 1, f"{key}.z", self.z, "an integer >= 1")
+        _require(self.tau >= 1.0, f"{key}.tau", self.tau, "a time constant >= 1")
+        _require(self.w >= 0 and math.isfinite(self.w), f"{key}.w", self.w, "a finite meta-prior >= 0")
+        _require(self.w1 >= 0 and math.isfinite(self.w1), f"{key}.w1", self.w1, "a finite weight >= 0")
+
+
+def _default_layers() -> list[LayerConfig]:
+    return [LayerConfig(d=48, z=4, tau=2.0, w=0.005), LayerConfig(d=24, z=2, tau=8.0, w=0.005)]
+
+
+@dataclass
+class ModelConfig:
+    layers: list[LayerConfig] = field(default_factory=_default_layers)
+    bottom_up: bool = False  # add W_bot d^{l-1}_{t-1} to each layer above the first
+    posterior: str = "A"  # "A": mu_q = tanh(A); "d+A": mu_q = tanh(W d_{t-1} + b + A)
+    output: str = "tanh"  # "tanh" or "softmax" (per-joint Gaussian-kernel coding)
+    softmax_bins: list[int] | int = 11  # reference points per joint (an int applies to all joints)
+    softmax_sigma: float = 1.0  # Gaussian kernel width of the softmax coding, in bin spacings
+    logsigma_min: float = -8.0  # clamp of every log sigma (prior and posterior): no exp overflow
+    logsigma_max: float = 4.0
+
+    def validate(self, key: str = "model") -> None:
+        _require(len(self.layers) >= 1, f"{key}.layers", self.layers, "at least one layer")
+        for i, layer in enumerate(self.layers):
+            layer.validate(f"{key}.layers[{i}]")
+        _require(self.posterior in ("A", "d+A"), f"{key}.posterior", self.posterior, "'A' or 'd+A'")
+        _require(self.output in ("tanh", "softmax"), f"{key}.output", self.output, "'tanh' or 'softmax'")
+        bins = self.softmax_bins if isinstance(self.softmax_bins, list) else [self.softmax_bins]
+        for b in bins:
+            _require(isinstance(b, int) and b >= 2, f"{key}.softmax_bins", self.softmax_bins,
+                     "an integer >= 2 or a list of them (one per joint)")
+        _require(self.softmax_sigma > 0, f"{key}.softmax_sigma", self.softmax_sigma, "a width > 0")
+        _require(self.logsigma_min < self.logsigma_max, f"{key}.logsigma_min", self.logsigma_min,
+                 f"less than logsigma_max ({self.logsigma_max})")
+
+
+@dataclass
+class DataConfig:
+    rate_hz: float = 10.0  # model rate: demonstrations are resampled to it
+    scale: float = 0.8  # per-joint min/max maps to [-scale, scale]
+    margin: float = 0.0  # widen each joint's range by this fraction before scaling
+
+    def validate(self, key: str = "data") -> None:
+        _require(self.rate_hz > 0 and math.isfinite(self.rate_hz), f"{key}.rate_hz", self.rate_hz, "a rate > 0 Hz")
+        _require(0 < self.scale < 1, f"{key}.scale", self.scale, "a value in (0, 1)")
+        _require(self.margin >= 0, f"{key}.margin", self.margin, "a fraction >= 0")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3000
+    lr: float = 1e-3
+    batch_size: int = 0  # sequences per batch; 0 = all sequences in one batch
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
+    grad_clip: float = 0.0  # 0 disables
+    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+
+    def validate(self, key: str = "train") -> None:
+        _require(self.epochs >= 0, f"{key}.epochs", self.epochs, "an integer >= 0")
+        _require(self.lr > 0, f"{key}.lr", self.lr, "a learning rate > 0")
+        _require(self.batch_size >= 0, f"{key}.batch_size", self.batch_size, "an integer >= 0")
+        _require(self.checkpoint_every >= 1, f"{key}.checkpoint_every", self.checkpoint_every, "an integer >= 1")
+        _require(self.grad_clip >= 0, f"{key}.grad_clip", self.grad_clip, "a value >= 0")
+        _require(self.threads >= 0, f"{key}.threads", self.threads, "an integer >= 0")
+
+
+@dataclass
+class ERConfig:
+    """Online error regression (DESIGN.md section 3)."""
+
+    window: int = 15  # W: observations kept
+    iterations: int = 15  # K: Adam steps on the window's A per tick
+    first_iterations: int = 50  # K for the very first tick (nothing carried yet)
+    lr: float = 0.1
+    meta_prior: list[float] | None = None  # ER-time w per layer; None = the training w
+    adam_reset: bool = False  # True: fresh Adam moments every tick; False: persistent, slid with A
+    keep_best: bool = False  # keep the iterate with the lowest loss instead of the last
+    growing_window: bool = True  # at start-up, regress on the observations so far (< W)
+    horizon: int = 10  # P: prior steps predicted after the window
+    samples: int = 0  # extra prior samples for a spread; 0 = mean prediction only
+    slide_init: str = "prior"  # new slot A from the prior's pre-activations ("prior") or "copy"
+    sample_posterior: bool = False  # z = mu_q + sigma_q*eps in ER (True) or z = mu_q (False)
+    backend: str = "auto"  # "auto", "reference", "cpu", "triton"
+    seed: int = 0
+
+    def validate(self, key: str = "er", n_layers: int | None = None) -> None:
+        _require(self.window >= 1, f"{key}.window", self.window, "an integer >= 1")
+        _require(self.iterations >= 0, f"{key}.iterations", self.iterations, "an integer >= 0")
+        _require(self.first_iterations >= 0, f"{key}.first_iterations", self.first_iterations, "an integer >= 0")
+        _require(self.lr > 0, f"{key}.lr", self.lr, "a learning rate > 0")
+        _require(self.horizon >= 1, f"{key}.horizon", self.horizon, "an integer >= 1")
+        _require(self.samples >= 0, f"{key}.samples", self.samples, "an integer >= 0")
+        _require(self.slide_init in ("prior", "copy"), f"{key}.slide_init", self.slide_init, "'prior' or 'copy'")
+        _require(self.backend in ("auto", "reference", "cpu", "triton"), f"{key}.backend", self.backend,
+                 "one of auto, reference, cpu, triton")
+        if self.meta_prior is not None:
+            for w in self.meta_prior:
+                _require(w >= 0 and math.isfinite(w), f"{key}.meta_prior", self.meta_prior, "finite values >= 0")
+            if n_layers is not None:
+                _require(len(self.meta_prior) == n_layers, f"{key}.meta_prior", self.meta_prior,
+                         f"one value per layer ({n_layers})")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    er: ERConfig = field(default_factory=ERConfig)
+
+    def validate(self) -> "Config":
+        self.model.validate("model")
+        self.data.validate("data")
+        self.train.validate("train")
+        self.er.validate("er", n_layers=len(self.model.layers))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> "Config":
+        return _build(cls, raw or {}, "").validate()
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if raw is not None and not isinstance(raw, dict):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level, got {type(raw).__name__}")
+        try:
+            return cls.from_dict(raw)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _require(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is invalid: expected {expected}")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    """Build dataclass `cls` from `raw`, rejecting unknown keys and wrong types by dotted name."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'} = {raw!r} is invalid: expected a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown config key {where}{unknown[0]!s} (known keys: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(hints[name], value, key)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        errors = []
+        for option in args:
+            if option is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(option, value, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[-1] if errors else f"{key} = {value!r} is invalid")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} = {value!r} is invalid: expected a list")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r} is invalid: expected true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} = {value!r} is invalid: expected an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} = {value!r} is invalid: expected a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} = {value!r} is invalid: expected a string")
+        return value
+    return value

@@ -1,0 +1,276 @@
+"""Demonstrations in and out: CSV, NPZ and rosbag2 (MCAP or sqlite3) of sensor_msgs/JointState.
+
+Every loader returns `Demonstration`s with their own time stamps; `resample` puts them on the
+model's rate; joints are always matched by name.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """A demonstration file is malformed; the message names the file, row and problem."""
+
+
+@dataclass
+class Demonstration:
+    name: str
+    times: np.ndarray  # [T] seconds, strictly increasing
+    positions: np.ndarray  # [T, D]
+    joint_names: list[str]
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def select(self, joint_names: list[str]) -> "Demonstration":
+        """The same demonstration with columns in `joint_names` order (extra joints dropped)."""
+        missing = [j for j in joint_names if j not in self.joint_names]
+        if missing:
+            raise DataError(f"{self.source or self.name}: joints {missing} are missing "
+                            f"(the file has {self.joint_names})")
+        idx = [self.joint_names.index(j) for j in joint_names]
+        return Demonstration(self.name, self.times, self.positions[:, idx], list(joint_names), self.source, self.notes)
+
+
+def example_data_dir() -> Path:
+    """The demonstrations bundled with the package (synthesised in the MuJoCo arm)."""
+    return Path(__file__).resolve().parent.parent / "examples" / "arm7"
+
+
+# ------------------------------------------------------------------------------------- readers
+def read_csv(path: str | Path, rate_hz: float | None = None) -> Demonstration:
+    path = Path(path)
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise DataError(f"{path}: the file is empty (expected a header row of joint names)")
+    header = [h.strip() for h in rows[0]]
+    if len(set(header)) != len(header):
+        dup = sorted({h for h in header if header.count(h) > 1})
+        raise DataError(f"{path}: duplicate column names {dup} in the header")
+    has_time = "time" in header
+    if not has_time and rate_hz is None:
+        raise DataError(f"{path}: no 'time' column and no --rate given; cannot place samples in time")
+    joint_names = [h for h in header if h != "time"]
+    if not joint_names:
+        raise DataError(f"{path}: no joint columns in the header {header}")
+    values = np.empty((len(rows) - 1, len(header)))
+    for r, row in enumerate(rows[1:], start=2):  # r = line number in the file
+        if len(row) != len(header):
+            raise DataError(f"{path}: row {r} has {len(row)} values, expected {len(header)} ({', '.join(header)})")
+        try:
+            values[r - 2] = [float(v) if v.strip() != "" else math.nan for v in row]
+        except ValueError:
+            bad = next(v for v in row if not _is_float(v))
+            raise DataError(f"{path}: row {r} has a non-numeric value {bad!r}") from None
+    if len(values) == 0:
+        raise DataError(f"{path}: no data rows after the header")
+    if has_time:
+        ti = header.index("time")
+        times = values[:, ti]
+        positions = np.delete(values, ti, axis=1)
+    else:
+        times = np.arange(len(values)) / float(rate_hz)
+        positions = values
+    return _checked(Demonstration(path.stem, times, positions, joint_names, str(path)), first_row=2)
+
+
+def read_npz(path: str | Path, rate_hz: float | None = None) -> Demonstration:
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:  # zipfile / pickle errors: say which file
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    for key in ("positions", "joint_names"):
+        if key not in data:
+            raise DataError(f"{path}: missing array '{key}' (has {sorted(data.files)})")
+    positions = np.asarray(data["positions"], dtype=np.float64)
+    names = [str(n) for n in data["joint_names"]]
+    if positions.ndim != 2 or positions.shape[1] != len(names):
+        raise DataError(f"{path}: positions has shape {positions.shape}, expected [T, {len(names)}]")
+    if "times" in data:
+        times = np.asarray(data["times"], dtype=np.float64)
+    elif rate_hz is not None:
+        times = np.arange(len(positions)) / float(rate_hz)
+    else:
+        raise DataError(f"{path}: no 'times' array and no --rate given")
+    return _checked(Demonstration(path.stem, times, positions, names, str(path)), first_row=0)
+
+
+def read_rosbag(path: str | Path, topic: str | None = None) -> Demonstration:
+    """A rosbag2 recording (directory with metadata.yaml, MCAP or sqlite3) of JointState.
+
+    Messages are matched by joint name; a message lacking a joint or holding NaN for one is
+    dropped (recording glitches are common) and the count is reported in `notes`."""
+    from rosbags.highlevel import AnyReader
+
+    path = Path(path)
+    try:
+        reader_cm = AnyReader([path])
+        reader = reader_cm.__enter__()
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable rosbag2 recording ({exc})") from None
+    try:
+        js = [c for c in reader.connections if c.msgtype == "sensor_msgs/msg/JointState"]
+        if topic is not None:
+            js = [c for c in js if c.topic == topic]
+        if not js:
+            raise DataError(f"{path}: no sensor_msgs/JointState messages"
+                            + (f" on topic {topic}" if topic else "") + " in the bag")
+        topics = sorted({c.topic for c in js})
+        if len(topics) > 1:
+            raise DataError(f"{path}: JointState on several topics {topics}; choose one with --topic")
+        names: list[str] | None = None
+        times, rows, dropped = [], [], 0
+        for conn, stamp_ns, raw in reader.messages(connections=js):
+            msg = reader.deserialize(raw, conn.msgtype)
+            t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            if t == 0.0:
+                t = stamp_ns * 1e-9  # publisher left the stamp empty: use the bag's receive time
+            if names is None:
+                names = list(msg.name)
+            pos = dict(zip(msg.name, np.asarray(msg.position, dtype=np.float64)))
+            if any(n not in pos or not np.isfinite(pos[n]) for n in names):
+                dropped += 1
+                continue
+            times.append(t)
+            rows.append([pos[n] for n in names])
+    finally:
+        reader_cm.__exit__(None, None, None)
+    if not rows:
+        raise DataError(f"{path}: no complete JointState messages")
+    order = np.argsort(np.asarray(times), kind="stable")
+    times_arr = np.asarray(times)[order]
+    positions = np.asarray(rows)[order]
+    keep = np.concatenate([[True], np.diff(times_arr) > 0])  # duplicate stamps: keep the first
+    notes = []
+    if dropped:
+        notes.append(f"dropped {dropped} incomplete or NaN JointState messages")
+    if not keep.all():
+        notes.append(f"dropped {int((~keep).sum())} messages with repeated time stamps")
+    demo = Demonstration(path.name, times_arr[keep], positions[keep], names, str(path), notes)
+    return _checked(demo, first_row=0)
+
+
+def _is_float(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return v.strip() == ""
+
+
+def _checked(demo: Demonstration, first_row: int) -> Demonstration:
+    """Reject NaN rows and non-increasing time, naming the file and row."""
+    what = "row" if first_row else "sample"
+    if len(demo.times) < 2:
+        raise DataError(f"{demo.source}: only {len(demo.times)} sample(s); a demonstration needs at least 2")
+    if not np.all(np.isfinite(demo.times)):
+        i = int(np.flatnonzero(~np.isfinite(demo.times))[0])
+        raise DataError(f"{demo.source}: {what} {i + first_row} has a non-finite time {demo.times[i]}")
+    bad = np.flatnonzero(~np.all(np.isfinite(demo.positions), axis=1))
+    if bad.size:
+        i = int(bad[0])
+        cols = [demo.joint_names[j] for j in np.flatnonzero(~np.isfinite(demo.positions[i]))]
+        raise DataError(f"{demo.source}: {what} {i + first_row} has NaN/inf for joints {cols} "
+                        f"({bad.size} such {what}s in the file)")
+    dt = np.diff(demo.times)
+    if np.any(dt <= 0):
+        i = int(np.flatnonzero(dt <= 0)[0]) + 1
+        raise DataError(f"{demo.source}: time does not increase at {what} {i + first_row} "
+                        f"({demo.times[i - 1]} -> {demo.times[i]})")
+    return demo
+
+
+def is_rosbag(path: Path) -> bool:
+    return path.is_dir() and (path / "metadata.yaml").exists()
+
+
+def read_any(path: str | Path, rate_hz: float | None = None, topic: str | None = None) -> Demonstration:
+    path = Path(path)
+    if is_rosbag(path):
+        return read_rosbag(path, topic)
+    if path.suffix == ".csv":
+        return read_csv(path, rate_hz)
+    if path.suffix == ".npz":
+        return read_npz(path, rate_hz)
+    raise DataError(f"{path}: unsupported demonstration format (expected .csv, .npz or a rosbag2 directory)")
+
+
+def discover(path: str | Path) -> list[Path]:
+    """Demonstration files under `path` (a file, a bag directory or a directory of them), sorted."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    if path.is_file() or is_rosbag(path):
+        return [path]
+    found = sorted(p for p in path.iterdir() if p.suffix in (".csv", ".npz") or is_rosbag(p))
+    if not found:
+        raise DataError(f"{path}: no demonstrations (.csv, .npz or rosbag2 directories) in this directory")
+    return found
+
+
+def load_demonstrations(
+    path: str | Path,
+    rate_hz: float | None = None,
+    joint_names: list[str] | None = None,
+    topic: str | None = None,
+) -> list[Demonstration]:
+    """Load every demonstration under `path`, all with the same joint order.
+
+    With `joint_names` (e.g. a trained model's), each file must contain those joints; extra
+    joints are ignored. Without, every file must have the same joint *set* (order may differ)."""
+    demos = [read_any(p, rate_hz, topic) for p in discover(path)]
+    reference = list(joint_names) if joint_names is not None else demos[0].joint_names
+    out = []
+    for demo in demos:
+        if joint_names is None and set(demo.joint_names) != set(reference):
+            extra = sorted(set(demo.joint_names) - set(reference))
+            missing = sorted(set(reference) - set(demo.joint_names))
+            raise DataError(f"{demo.source}: joint set differs from {demos[0].source}: "
+                            f"missing {missing}, extra {extra}")
+        out.append(demo.select(reference))
+    for demo in out:
+        for note in demo.notes:
+            warnings.warn(f"{demo.source}: {note}", stacklevel=2)
+    return out
+
+
+def resample(demo: Demonstration, rate_hz: float) -> Demonstration:
+    """Linear interpolation onto t0 + k / rate_hz (k = 0, 1, ... while inside the recording)."""
+    t0, t1 = demo.times[0], demo.times[-1]
+    n = int(math.floor((t1 - t0) * rate_hz + 1e-9)) + 1
+    grid = t0 + np.arange(n) / rate_hz
+    positions = np.stack([np.interp(grid, demo.times, demo.positions[:, j]) for j in range(demo.positions.shape[1])], 1)
+    return Demonstration(demo.name, grid - t0, positions, demo.joint_names, demo.source, demo.notes)
+
+
+# ------------------------------------------------------------------------------------- writers
+def write_csv(path: str | Path, times: np.ndarray, positions: np.ndarray, joint_names: list[str]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["time", *joint_names])
+        for t, row in zip(times, positions):
+            writer.writerow([f"{t:.6g}", *(f"{v:.6g}" for v in row)])
+
+
+def pad_batch(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack variable-length [T_i, D] arrays into [N, T_max, D] (zeros past the end) and a step mask [N, T_max]."""
+    t_max = max(len(s) for s in sequences)
+    D = sequences[0].shape[1]
+    out = np.zeros((len(sequences), t_max, D))
+    mask = np.zeros((len(sequences), t_max))
+    for i, s in enumerate(sequences):
+        out[i, : len(s)] = s
+        mask[i, : len(s)] = 1.0
+    return out, mask

@@ -1,0 +1,237 @@
+"""Training: full BPTT over whole sequences, Adam on the weights and all A jointly."""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import TrainedModel, load_checkpoint, save_checkpoint
+from .coding import Normalizer
+from .config import Config
+from .data import Demonstration, pad_batch, resample
+from .model import PVRNN, AdaptiveVectors, free_energy
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device = {name!r} but CUDA is not available on this machine")
+    return device
+
+
+def build_model(config: Config, demos: list[Demonstration], device: torch.device | str = "cpu") -> TrainedModel:
+    """A freshly initialised model for these demonstrations (resampled to the model rate)."""
+    if not demos:
+        raise ValueError("no demonstrations to train on")
+    torch.manual_seed(config.train.seed)
+    rate = config.data.rate_hz
+    resampled = [resample(d, rate) for d in demos]
+    short = [d.source for d in resampled if len(d) < 2]
+    if short:
+        raise ValueError(f"demonstrations shorter than two steps at {rate} Hz: {short}")
+    joint_names = resampled[0].joint_names
+    normalizer = Normalizer.fit([d.positions for d in resampled], config.data.scale, config.data.margin)
+    data, _ = pad_batch([normalizer.normalize(d.positions) for d in resampled])
+    model = PVRNN(config.model, len(joint_names))
+    adaptive = AdaptiveVectors(len(resampled), data.shape[1], model.z_total)
+    device = torch.device(device)
+    return TrainedModel(
+        config=config,
+        model=model.to(device),
+        adaptive=adaptive.to(device),
+        joint_names=list(joint_names),
+        normalizer=normalizer,
+        sequence_names=[d.name for d in resampled],
+        sequence_lengths=[len(d) for d in resampled],
+        data=torch.tensor(data, dtype=torch.float32, device=device),
+    )
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    rec: float
+    rec_mse: float  # mean squared error per joint and step, normalised units
+    kl: list[float]  # per layer, summed over time, per sequence, unweighted
+
+
+class Trainer:
+    """Owns the optimiser and the noise generator; `run` advances to a target epoch count."""
+
+    def __init__(self, trained: TrainedModel):
+        self.trained = trained
+        cfg = trained.config.train
+        params = list(trained.model.parameters()) + list(trained.adaptive.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        if trained.optimizer_state is not None:
+            self.optimizer.load_state_dict(trained.optimizer_state)
+        self.generator = torch.Generator(device=trained.device)
+        if trained.rng_state is not None:
+            self.generator.set_state(trained.rng_state)
+        else:
+            self.generator.manual_seed(cfg.seed + 1)
+        self.target = trained.model.coding.target(trained.data)
+        self.step_mask = trained.step_mask()
+        self.joint_mask = self.step_mask.unsqueeze(-1).expand_as(trained.data)
+        self.stop_requested = False
+
+    def epoch(self) -> EpochStats:
+        tr, cfg = self.trained, self.trained.config.train
+        model, A = tr.model, tr.adaptive
+        N = A.mu.shape[0]
+        if cfg.batch_size and cfg.batch_size < N:
+            order = torch.randperm(N, generator=self.generator, device=tr.device)
+            batches = list(order.split(cfg.batch_size))
+        else:
+            batches = [None]
+        total = rec = sq = steps = 0.0
+        kl = torch.zeros(len(model.z_sizes))
+        for idx in batches:
+            sel = (lambda x: x) if idx is None else (lambda x: x[idx])
+            a_mu, a_ls = sel(A.mu), sel(A.logsigma)
+            eps = torch.randn(a_mu.shape, generator=self.generator, device=tr.device, dtype=a_mu.dtype)
+            out = model.posterior_forward(a_mu, a_ls, eps)
+            step_mask = sel(self.step_mask)
+            terms = free_energy(model, out, sel(self.target), sel(self.joint_mask), step_mask,
+                                model.kl_w, model.kl_w1)
+            self.optimizer.zero_grad(set_to_none=True)
+            terms.total.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
+                                               cfg.grad_clip)
+            self.optimizer.step()
+            n = a_mu.shape[0]
+            total += float(terms.total.detach()) * n
+            rec += float(terms.rec.detach()) * n
+            kl += terms.kl_by_layer.detach().cpu() * n
+            with torch.no_grad():
+                err = (model.coding.decode(out.raw) - sel(tr.data)) ** 2 * step_mask.unsqueeze(-1)
+                sq += float(err.sum())
+                steps += float(step_mask.sum())
+        tr.epoch += 1
+        return EpochStats(total / N, rec / N, sq / max(steps * tr.data.shape[2], 1), (kl / N).tolist())
+
+    def run(self, epochs: int, out_dir: Path | None = None, progress: bool = True,
+            checkpoint_every: int | None = None) -> TrainedModel:
+        """Train until `trained.epoch == epochs`, checkpointing to out_dir/model.pt."""
+        from tqdm.auto import tqdm
+
+        tr = self.trained
+        every = checkpoint_every or tr.config.train.checkpoint_every
+        hist = tr.history
+        for key in ("epoch", "loss", "rec", "rec_mse", "kl", "seconds"):
+            hist.setdefault(key, [])
+        start_epoch = tr.epoch
+        bar = tqdm(total=epochs, initial=start_epoch, disable=not progress, desc="train", unit="ep",
+                   dynamic_ncols=True)
+        t_last = time.perf_counter()
+        with _stop_on_sigint(self):
+            while tr.epoch < epochs and not self.stop_requested:
+                stats = self.epoch()
+                now = time.perf_counter()
+                hist["epoch"].append(tr.epoch)
+                hist["loss"].append(stats.loss)
+                hist["rec"].append(stats.rec)
+                hist["rec_mse"].append(stats.rec_mse)
+                hist["kl"].append(stats.kl)
+                hist["seconds"].append(now - t_last)
+                t_last = now
+                bar.update(1)
+                if tr.epoch % 10 == 0 or tr.epoch == epochs:
+                    bar.set_postfix(loss=f"{stats.loss:.4g}", rec=f"{stats.rec:.4g}", mse=f"{stats.rec_mse:.2e}",
+                                    kl="/".join(f"{k:.3g}" for k in stats.kl))
+                if out_dir is not None and tr.epoch % every == 0 and tr.epoch < epochs:
+                    self.save(out_dir)
+        bar.close()
+        if out_dir is not None:
+            self.save(out_dir)
+            if tr.epoch > start_epoch:
+                plot_history(hist, Path(out_dir) / "loss.png", [f"layer {i + 1}" for i in range(len(tr.model.z_sizes))])
+        return tr
+
+    def save(self, out_dir: Path) -> Path:
+        self.trained.optimizer_state = self.optimizer.state_dict()
+        self.trained.rng_state = self.generator.get_state()
+        return save_checkpoint(self.trained, Path(out_dir) / "model.pt")
+
+
+@contextmanager
+def _stop_on_sigint(trainer: Trainer):
+    """First Ctrl-C: finish the current epoch, save, stop. Second: the usual KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.stop_requested = True
+        print("\ninterrupted: saving after this epoch (Ctrl-C again to abort without saving)", flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def train(
+    config: Config,
+    demos: list[Demonstration] | None,
+    out_dir: str | Path,
+    epochs: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainedModel:
+    """Train (or resume) and write out_dir/model.pt and out_dir/loss.png."""
+    out_dir = Path(out_dir)
+    ckpt = out_dir / "model.pt"
+    device = resolve_device(config.train.device)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    if resume and ckpt.exists():
+        trained = load_checkpoint(ckpt, device)
+    else:
+        if demos is None:
+            raise ValueError(f"nothing to resume in {out_dir} and no demonstrations given")
+        trained = build_model(config, demos, device)
+    target = trained.config.train.epochs if epochs is None else epochs
+    trainer = Trainer(trained)
+    return trainer.run(target, out_dir, progress)
+
+
+def plot_history(hist: dict, path: Path, layer_names: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = np.asarray(hist["epoch"])
+    if epochs.size == 0:
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    axes[0].semilogy(epochs, hist["loss"], label="free energy (-ELBO)")
+    axes[0].semilogy(epochs, hist["rec"], label="reconstruction")
+    axes[0].set_title("loss per sequence")
+    axes[1].semilogy(epochs, hist["rec_mse"])
+    axes[1].set_title("posterior reconstruction MSE (normalised)")
+    kl = np.asarray(hist["kl"])
+    for i, name in enumerate(layer_names):
+        axes[2].semilogy(epochs, np.maximum(kl[:, i], 1e-12), label=name)
+    axes[2].set_title("KL per layer (sum over t, / z_l)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
