@@ -104,8 +104,8 @@ def synthesize(out_dir, episodes: int, duration_s: float, seed: int, scene: str 
         iterator = tqdm(iterator, desc=f"synth {scene}", unit="ep")
     for i in iterator:
         times, q = run_episode(sim, demo, joints, n_steps, seeds[i])
-        if rate_hz is None:
-            q_out = q[:n_rows]
+        if rate_hz is None or abs(rate_hz * sim.control_dt - 1.0) < 1e-9:
+            q_out = q[:n_rows]  # samples are exactly the control steps
         else:
             q_out = np.stack([np.interp(out_times, times, q[:, j]) for j in range(q.shape[1])], axis=1)
         path = out / f"episode_{i:03d}.csv"
