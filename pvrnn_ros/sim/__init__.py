@@ -6,6 +6,12 @@ registered here (lazy entry point) when gymnasium is installed.
 """
 from __future__ import annotations
 
+import os
+
+# Headless default for offscreen rendering (takes effect only if mujoco is not imported yet).
+if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+    os.environ["MUJOCO_GL"] = "egl"
+
 from .scenes import available_scenes, scene_path
 
 __all__ = ["ENV_ID", "ArmSim", "available_scenes", "scene_path"]
