@@ -1,0 +1,525 @@
+"""Fused CPU ER backend: one Numba-compiled call runs a whole tick (K iterations of window
+forward, hand-derived BPTT and Adam on A, for every window), in float64.
+
+Layout and math are those of `pvrnn_ros.core.model` (flat weights, all layers concatenated);
+`pvrnn_ros.kernels.reference` is the autograd ground truth this is tested against.
+
+Backward, per window, t = W-1 .. 0 (g_x = dL/dx; "it" = 1/tau):
+  g_d_t  = [from step t+1: g_u_{t+1} W_rec^T + g_p_{t+1} W_p^T (+ g_q_{t+1} W_q^T)] + g_raw_t W_o^T (first d_1 units)
+  g_h_t  = g_d_t (1 - d_t^2) + g_h_{t+1} (1 - it),   g_u_t = it g_h_t,   g_z_t = g_u_t W_zd^T
+  g_mu_q = g_z + w (mu_q - mu_p) / s_p^2,  g_ls_q = g_z eps s_q + w (s_q^2 / s_p^2 - 1)
+  g_A_mu = g_mu_q (1 - mu_q^2),  g_A_ls = g_ls_q [lmin <= pre <= lmax]  (torch.clamp gradient)
+  prior:  g_pmu = -w (mu_q - mu_p) / s_p^2 (1 - mu_p^2),  g_pls = w (1 - (s_q^2 + (mu_q - mu_p)^2) / s_p^2) [clamp]
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from numba import njit
+
+from pvrnn_ros.core.er import AdamState, WindowProblem, WindowResult
+
+_F = np.float64
+
+
+# ------------------------------------------------------------------------------------------------
+# compiled core
+# ------------------------------------------------------------------------------------------------
+@njit(cache=True, fastmath=False)
+def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
+             h0, d0, amu, als, use_eps, eps, lmin, lmax, first_unit,
+             softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
+             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, need_grad):
+    """One window's forward pass; fills the activation buffers and GRAW (dL/draw) and returns
+    the window loss. Dd[t] / H[t] hold d_{t-1} / h_{t-1} (row 0 = carried state)."""
+    W, Z = amu.shape
+    Dsum = W_rec.shape[0]
+    d1, O = W_o.shape
+    D = mask.shape[1]
+    inv_D = 1.0 / D
+    for i in range(Dsum):
+        Dd[0, i] = d0[i]
+        H[0, i] = h0[i]
+    u = np.empty(Dsum)
+    z = np.empty(Z)
+    q = np.empty(2 * Z)
+    raw = np.empty(O)
+    loss = 0.0
+    for t in range(W):
+        dp = Dd[t]
+        # posterior
+        if has_q:
+            for c in range(2 * Z):
+                q[c] = b_q[c]
+            for r in range(Dsum):
+                x = dp[r]
+                for c in range(2 * Z):
+                    q[c] += x * W_q[r, c]
+            for i in range(Z):
+                mq = math.tanh(q[i] + amu[t, i])
+                pre = q[Z + i] + als[t, i]
+                MUQ[t, i] = mq
+                if pre < lmin:
+                    LSQ[t, i] = lmin
+                    OKQ[t, i] = 0.0
+                elif pre > lmax:
+                    LSQ[t, i] = lmax
+                    OKQ[t, i] = 0.0
+                else:
+                    LSQ[t, i] = pre
+                    OKQ[t, i] = 1.0
+        else:
+            for i in range(Z):
+                MUQ[t, i] = math.tanh(amu[t, i])
+                pre = als[t, i]
+                if pre < lmin:
+                    LSQ[t, i] = lmin
+                    OKQ[t, i] = 0.0
+                elif pre > lmax:
+                    LSQ[t, i] = lmax
+                    OKQ[t, i] = 0.0
+                else:
+                    LSQ[t, i] = pre
+                    OKQ[t, i] = 1.0
+        for i in range(Z):
+            s = math.exp(LSQ[t, i])
+            SQ[t, i] = s
+            if use_eps:
+                z[i] = MUQ[t, i] + s * eps[t, i]
+            else:
+                z[i] = MUQ[t, i]
+        # MTRNN update
+        for c in range(Dsum):
+            u[c] = b_h[c]
+        for r in range(Dsum):
+            x = dp[r]
+            if x != 0.0:
+                for c in range(Dsum):
+                    u[c] += x * W_rec[r, c]
+        for r in range(Z):
+            x = z[r]
+            for c in range(Dsum):
+                u[c] += x * W_zd[r, c]
+        hp = H[t]
+        hn = H[t + 1]
+        dn = Dd[t + 1]
+        for c in range(Dsum):
+            hv = hp[c] + inv_tau[c] * (u[c] - hp[c])
+            hn[c] = hv
+            dn[c] = math.tanh(hv)
+        # prior from d_{t-1}
+        unit = first_unit and t == 0
+        if unit:
+            for i in range(Z):
+                MUP[t, i] = 0.0
+                LSP[t, i] = 0.0
+                OKP[t, i] = 0.0
+        else:
+            for c in range(2 * Z):
+                q[c] = b_p[c]
+            for r in range(Dsum):
+                x = dp[r]
+                for c in range(2 * Z):
+                    q[c] += x * W_p[r, c]
+            for i in range(Z):
+                MUP[t, i] = math.tanh(q[i])
+                pre = q[Z + i]
+                if pre < lmin:
+                    LSP[t, i] = lmin
+                    OKP[t, i] = 0.0
+                elif pre > lmax:
+                    LSP[t, i] = lmax
+                    OKP[t, i] = 0.0
+                else:
+                    LSP[t, i] = pre
+                    OKP[t, i] = 1.0
+        # KL
+        klsum = 0.0
+        for i in range(Z):
+            w = kl_w1[i] if unit else kl_w[i]
+            dm = MUQ[t, i] - MUP[t, i]
+            sq = SQ[t, i]
+            klsum += w * (LSP[t, i] - LSQ[t, i] + (sq * sq + dm * dm) * math.exp(-2.0 * LSP[t, i]) * 0.5 - 0.5)
+        loss += klsum
+        # output
+        for o in range(O):
+            raw[o] = b_o[o]
+        for r in range(d1):
+            x = dn[r]
+            for o in range(O):
+                raw[o] += x * W_o[r, o]
+        rec = 0.0
+        if softmax:
+            for j in range(D):
+                off = offs[j]
+                n = nbins[j]
+                mj = mask[t, j]
+                mx = raw[off]
+                for k in range(1, n):
+                    if raw[off + k] > mx:
+                        mx = raw[off + k]
+                se = 0.0
+                for k in range(n):
+                    se += math.exp(raw[off + k] - mx)
+                lse = mx + math.log(se)
+                pj = 0.0
+                ps = 0.0
+                for k in range(n):
+                    p = tgt[t, j, k]
+                    if p != 0.0:
+                        lp = math.log(p) if p > 1e-30 else math.log(1e-30)
+                        pj += p * (lp - (raw[off + k] - lse))
+                    ps += p
+                rec += pj * mj
+                if need_grad:
+                    g = mj * inv_D
+                    for k in range(n):
+                        GRAW[t, off + k] = g * (math.exp(raw[off + k] - lse) * ps - tgt[t, j, k])
+        else:
+            for j in range(D):
+                y = math.tanh(raw[j])
+                if mask[t, j] > 0:
+                    diff = y - tgt[t, j, 0]
+                    rec += diff * diff
+                    GRAW[t, j] = diff * (1.0 - y * y) * inv_D
+                else:
+                    GRAW[t, j] = 0.0
+            rec *= 0.5
+        loss += rec * inv_D
+    return loss
+
+
+@njit(cache=True, fastmath=False)
+def _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_oT, d1,
+              use_eps, eps, first_unit, kl_w, kl_w1,
+              Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, GMU, GLS):
+    """BPTT through one window from the buffers `_forward` filled; writes dL/dA into GMU, GLS."""
+    W, Z = MUQ.shape
+    Dsum = W_recT.shape[0]
+    O = W_oT.shape[0]
+    gd = np.zeros(Dsum)  # dL/dd_t from step t+1 (and later) terms
+    gcarry = np.zeros(Dsum)  # dL/dh_{t+1} (1 - it)
+    gu = np.empty(Dsum)
+    gpq = np.empty(2 * Z)
+    gqq = np.empty(2 * Z)
+    for t in range(W - 1, -1, -1):
+        dn = Dd[t + 1]
+        for o in range(O):
+            g = GRAW[t, o]
+            if g != 0.0:
+                for r in range(d1):
+                    gd[r] += g * W_oT[o, r]
+        for c in range(Dsum):
+            gh = gd[c] * (1.0 - dn[c] * dn[c]) + gcarry[c]
+            gu[c] = gh * inv_tau[c]
+            gcarry[c] = gh * (1.0 - inv_tau[c])
+        unit = first_unit and t == 0
+        for i in range(Z):
+            gz = 0.0
+            for c in range(Dsum):
+                gz += gu[c] * W_zd[i, c]
+            w = kl_w1[i] if unit else kl_w[i]
+            mq = MUQ[t, i]
+            mp = MUP[t, i]
+            sq = SQ[t, i]
+            inv2p = math.exp(-2.0 * LSP[t, i])
+            dm = w * (mq - mp) * inv2p
+            gmu = gz + dm
+            gls = w * (sq * sq * inv2p - 1.0)
+            if use_eps:
+                gls += gz * eps[t, i] * sq
+            guq = gmu * (1.0 - mq * mq)
+            glq = gls * OKQ[t, i]
+            GMU[t, i] = guq
+            GLS[t, i] = glq
+            gqq[i] = guq
+            gqq[Z + i] = glq
+            gpq[i] = -dm * (1.0 - mp * mp)
+            gpq[Z + i] = w * (1.0 - ((mq - mp) * (mq - mp) + sq * sq) * inv2p) * OKP[t, i]
+        if t == 0:
+            break
+        for r in range(Dsum):
+            gd[r] = 0.0
+        for c in range(Dsum):
+            g = gu[c]
+            for r in range(Dsum):
+                gd[r] += g * W_recT[c, r]
+        for c in range(2 * Z):
+            g = gpq[c]
+            for r in range(Dsum):
+                gd[r] += g * W_pT[c, r]
+        if has_q:
+            for c in range(2 * Z):
+                g = gqq[c]
+                for r in range(Dsum):
+                    gd[r] += g * W_qT[c, r]
+
+
+@njit(cache=True, fastmath=False)
+def _regress(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, W_oT, b_o,
+             h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
+             use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
+             keep_best, losses, best_mu, best_ls, best_iter):
+    """All K iterations for all B windows. a_mu, a_ls, m_*, v_* updated in place; losses [K, B];
+    with keep_best, best_mu/best_ls get each window's best iterate and best_iter[b] the last
+    iteration at which window b improved."""
+    B, W, Z = a_mu.shape
+    Dsum = W_rec.shape[0]
+    O = W_o.shape[1]
+    d1 = W_o.shape[0]
+    H = np.empty((W + 1, Dsum))
+    Dd = np.empty((W + 1, Dsum))
+    MUQ = np.empty((W, Z))
+    LSQ = np.empty((W, Z))
+    SQ = np.empty((W, Z))
+    OKQ = np.empty((W, Z))
+    MUP = np.empty((W, Z))
+    LSP = np.empty((W, Z))
+    OKP = np.empty((W, Z))
+    GRAW = np.empty((W, O))
+    GMU = np.empty((W, Z))
+    GLS = np.empty((W, Z))
+    dummy = np.zeros((W, Z))
+    for b in range(B):
+        amu = a_mu[b]
+        als = a_ls[b]
+        best = np.inf
+        for k in range(K):
+            ek = eps[k, b] if use_eps else dummy
+            loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
+                            h0[b], d0[b], amu, als, use_eps, ek, lmin, lmax, first_unit,
+                            softmax, tgt[b], mask[b], offs, nbins, kl_w, kl_w1,
+                            H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, True)
+            losses[k, b] = loss
+            if keep_best and (k == 0 or loss < best):
+                best = loss
+                best_iter[b] = k
+                best_mu[b, :, :] = amu
+                best_ls[b, :, :] = als
+            _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_oT, d1, use_eps, ek, first_unit,
+                      kl_w, kl_w1, Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, GMU, GLS)
+            step = step0 + k + 1
+            bc1 = 1.0 - b1 ** step
+            sbc2 = math.sqrt(1.0 - b2 ** step)
+            alpha = lr / bc1
+            mm = m_mu[b]
+            vm = v_mu[b]
+            ml = m_ls[b]
+            vl = v_ls[b]
+            for t in range(W):
+                for i in range(Z):
+                    g = GMU[t, i]
+                    mm[t, i] = b1 * mm[t, i] + (1.0 - b1) * g
+                    vm[t, i] = b2 * vm[t, i] + (1.0 - b2) * g * g
+                    amu[t, i] -= alpha * mm[t, i] / (math.sqrt(vm[t, i]) / sbc2 + adam_eps)
+                    g = GLS[t, i]
+                    ml[t, i] = b1 * ml[t, i] + (1.0 - b1) * g
+                    vl[t, i] = b2 * vl[t, i] + (1.0 - b2) * g * g
+                    als[t, i] -= alpha * ml[t, i] / (math.sqrt(vl[t, i]) / sbc2 + adam_eps)
+        if keep_best and K > 0:
+            ek = eps[K - 1, b] if use_eps else dummy
+            loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
+                            h0[b], d0[b], amu, als, use_eps, ek, lmin, lmax, first_unit,
+                            softmax, tgt[b], mask[b], offs, nbins, kl_w, kl_w1,
+                            H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, False)
+            if loss < best:
+                best_iter[b] = K
+                best_mu[b, :, :] = amu
+                best_ls[b, :, :] = als
+
+
+@njit(cache=True, fastmath=False)
+def _grad(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, W_oT, b_o,
+          h0, d0, a_mu, a_ls, use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins,
+          kl_w, kl_w1, losses, g_mu, g_ls):
+    """Window loss [B] and its gradient w.r.t. A (no update): the testing hook for the BPTT."""
+    B, W, Z = a_mu.shape
+    Dsum = W_rec.shape[0]
+    O = W_o.shape[1]
+    d1 = W_o.shape[0]
+    H = np.empty((W + 1, Dsum))
+    Dd = np.empty((W + 1, Dsum))
+    MUQ = np.empty((W, Z))
+    LSQ = np.empty((W, Z))
+    SQ = np.empty((W, Z))
+    OKQ = np.empty((W, Z))
+    MUP = np.empty((W, Z))
+    LSP = np.empty((W, Z))
+    OKP = np.empty((W, Z))
+    GRAW = np.empty((W, O))
+    dummy = np.zeros((W, Z))
+    for b in range(B):
+        ek = eps[b] if use_eps else dummy
+        losses[b] = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
+                             h0[b], d0[b], a_mu[b], a_ls[b], use_eps, ek, lmin, lmax, first_unit,
+                             softmax, tgt[b], mask[b], offs, nbins, kl_w, kl_w1,
+                             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, True)
+        _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_oT, d1, use_eps, ek, first_unit,
+                  kl_w, kl_w1, Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, g_mu[b], g_ls[b])
+
+
+# ------------------------------------------------------------------------------------------------
+# Python side
+# ------------------------------------------------------------------------------------------------
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=_F)
+
+
+class _Prepared:
+    """Weights and coding constants of one model as contiguous float64 arrays (and transposes)."""
+
+    def __init__(self, problem: WindowProblem):
+        fw, model = problem.fw, problem.model
+        self.W_rec = _np(fw.W_rec)
+        self.W_recT = np.ascontiguousarray(self.W_rec.T)
+        self.W_zd = _np(fw.W_zd)
+        self.b_h = _np(fw.b_h)
+        self.inv_tau = _np(fw.inv_tau)
+        self.W_p = _np(fw.W_p)
+        self.W_pT = np.ascontiguousarray(self.W_p.T)
+        self.b_p = _np(fw.b_p)
+        self.has_q = fw.W_q is not None
+        if self.has_q:
+            self.W_q = _np(fw.W_q)
+            self.b_q = _np(fw.b_q)
+        else:
+            self.W_q = np.zeros_like(self.W_p)
+            self.b_q = np.zeros_like(self.b_p)
+        self.W_qT = np.ascontiguousarray(self.W_q.T)
+        self.W_o = _np(fw.W_o)
+        self.W_oT = np.ascontiguousarray(self.W_o.T)
+        self.b_o = _np(fw.b_o)
+        coding = model.coding
+        self.softmax = coding.kind == "softmax"
+        if self.softmax:
+            self.offs = np.ascontiguousarray(coding.index[:, 0].cpu().numpy(), dtype=np.int64)
+            self.nbins = np.asarray(coding.bins, dtype=np.int64)
+        else:
+            self.offs = np.zeros(coding.n_joints, dtype=np.int64)
+            self.nbins = np.ones(coding.n_joints, dtype=np.int64)
+        self.lmin = float(model.cfg.logsigma_min)
+        self.lmax = float(model.cfg.logsigma_max)
+
+    def weights(self):
+        return (self.W_rec, self.W_recT, self.W_zd, self.b_h, self.inv_tau, self.W_p, self.W_pT, self.b_p,
+                self.has_q, self.W_q, self.W_qT, self.b_q, self.W_o, self.W_oT, self.b_o)
+
+
+class _WeightCache:
+    """Per-model conversions, keyed on the weight tensors themselves (identity and in-place
+    version counter), so repeated ticks of the same frozen model never re-copy."""
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self.entries: list[tuple[tuple, tuple, tuple, _Prepared]] = []
+
+    @staticmethod
+    def _key(problem: WindowProblem):
+        tensors = tuple(t for t in problem.fw if t is not None) + (problem.model.coding,)
+        versions = tuple(getattr(t, "_version", 0) for t in tensors[:-1])
+        cfg = (problem.model.cfg.logsigma_min, problem.model.cfg.logsigma_max)
+        return tensors, versions + cfg
+
+    def get(self, problem: WindowProblem) -> _Prepared:
+        tensors, versions = self._key(problem)
+        for i, (ts, vs, _, prep) in enumerate(self.entries):
+            if len(ts) == len(tensors) and all(a is b for a, b in zip(ts, tensors)) and vs == versions:
+                if i:
+                    self.entries.insert(0, self.entries.pop(i))
+                return prep
+        prep = _Prepared(problem)
+        self.entries.insert(0, (tensors, versions, None, prep))
+        del self.entries[self.size:]
+        return prep
+
+
+def _problem_arrays(problem: WindowProblem, prep: _Prepared):
+    target = _np(problem.target)
+    if not prep.softmax:
+        target = target[..., None]
+    mask = _np(problem.joint_mask)
+    return (_np(problem.h0), _np(problem.d0), target, mask, _np(problem.kl_w), _np(problem.kl_w1))
+
+
+class CpuBackend:
+    name = "cpu"
+
+    def __init__(self):
+        self._cache = _WeightCache()
+
+    def regress(self, problem: WindowProblem, a_mu: torch.Tensor, a_ls: torch.Tensor,
+                adam: AdamState) -> WindowResult:
+        prep = self._cache.get(problem)
+        h0, d0, target, mask, kl_w, kl_w1 = _problem_arrays(problem, prep)
+        K = int(problem.iterations)
+        B = a_mu.shape[0]
+        amu, als = _np(a_mu), _np(a_ls)
+        m_mu, v_mu, m_ls, v_ls = _np(adam.m_mu), _np(adam.v_mu), _np(adam.m_ls), _np(adam.v_ls)
+        use_eps = problem.eps is not None and K > 0
+        eps = _np(problem.eps) if use_eps else np.zeros((1, 1, 1, 1))
+        losses = np.zeros((K, B))
+        keep = bool(problem.keep_best) and K > 0
+        best_mu = np.empty_like(amu) if keep else np.empty((1, 1, 1))
+        best_ls = np.empty_like(als) if keep else np.empty((1, 1, 1))
+        best_iter = np.zeros(B, dtype=np.int64)
+        b1, b2 = problem.betas
+        _regress(*prep.weights(), h0, d0, amu, als, m_mu, v_mu, m_ls, v_ls, int(adam.step), K,
+                 float(problem.lr), float(b1), float(b2), float(problem.adam_eps),
+                 use_eps, eps, prep.lmin, prep.lmax, bool(problem.first_is_unit_prior), prep.softmax,
+                 target, mask, prep.offs, prep.nbins, kl_w, kl_w1, keep, losses, best_mu, best_ls, best_iter)
+        like = a_mu.detach()
+
+        def back(x):
+            return torch.from_numpy(x).to(dtype=like.dtype, device=like.device)
+
+        best_iteration = None
+        if keep:
+            amu, als = best_mu, best_ls
+            best_iteration = int(best_iter.max())
+        new_adam = AdamState(back(m_mu), back(v_mu), back(m_ls), back(v_ls), int(adam.step) + K)
+        return WindowResult(back(amu), back(als), new_adam, back(losses), best_iteration)
+
+    def loss_and_grad(self, problem: WindowProblem, a_mu: torch.Tensor, a_ls: torch.Tensor,
+                      eps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Window loss [B] and dL/dA_mu, dL/dA_ls [B, W, Z] at (a_mu, a_ls) with noise eps
+        [B, W, Z] (or None): the hand-derived backward, for testing against autograd."""
+        return window_loss_and_grad(problem, a_mu, a_ls, eps, self._cache.get(problem))
+
+
+def window_loss_and_grad(problem: WindowProblem, a_mu: torch.Tensor, a_ls: torch.Tensor,
+                         eps: torch.Tensor | None, prep: _Prepared | None = None):
+    prep = prep or _Prepared(problem)
+    h0, d0, target, mask, kl_w, kl_w1 = _problem_arrays(problem, prep)
+    amu, als = _np(a_mu), _np(a_ls)
+    use_eps = eps is not None
+    e = _np(eps) if use_eps else np.zeros((1, 1, 1))
+    losses = np.zeros(amu.shape[0])
+    g_mu, g_ls = np.zeros_like(amu), np.zeros_like(als)
+    _grad(*prep.weights(), h0, d0, amu, als, use_eps, e, prep.lmin, prep.lmax,
+          bool(problem.first_is_unit_prior), prep.softmax, target, mask, prep.offs, prep.nbins,
+          kl_w, kl_w1, losses, g_mu, g_ls)
+    like = a_mu.detach()
+    return tuple(torch.from_numpy(x).to(dtype=like.dtype, device=like.device) for x in (losses, g_mu, g_ls))
+
+
+def warmup() -> float:
+    """Compile (or load from the on-disk cache) every specialisation a tick uses; returns seconds."""
+    from pvrnn_ros.core.config import LayerConfig, ModelConfig
+    from pvrnn_ros.core.model import PVRNN
+
+    t0 = time.perf_counter()
+    for output in ("tanh", "softmax"):
+        model = PVRNN(ModelConfig(layers=[LayerConfig(d=3, z=1)], output=output, softmax_bins=3), 2)
+        fw = model.flat()
+        fw = type(fw)(*[None if x is None else x.detach() for x in fw])
+        Z = model.z_total
+        st = model.zero_state(1)
+        a = torch.zeros(1, 2, Z)
+        problem = WindowProblem(model, fw, st.h, st.d, model.coding.target(torch.zeros(1, 2, 2)),
+                                torch.ones(1, 2, 2), model.kl_w, model.kl_w1, True, torch.zeros(1, 1, 2, Z),
+                                0.1, 1, keep_best=True)
+        CpuBackend().regress(problem, a, a, AdamState.zeros_like(a))
+    return time.perf_counter() - t0
