@@ -221,3 +221,17 @@ def test_render_or_clear_error():
         assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8 and frame.std() > 0
     finally:
         sim.close()
+
+
+def test_bench_script_reports_rtf(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, str(repo / "bench" / "sim_rtf.py"), "--steps", "100"],
+                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    lines = [ln for ln in out.splitlines() if "RTF" in ln]
+    assert [ln.split(":")[0] for ln in lines] == ["arm7", "teacher_learner"]
+    for ln in lines:
+        assert float(ln.rsplit("RTF", 1)[1].strip().rstrip("x")) > 1.0  # faster than real time
