@@ -23,6 +23,15 @@ VERBS: dict[str, tuple[str, str]] = {
 }
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the uninformative None / False ones."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _load(verb: str):
     module_name, _ = VERBS[verb]
     return importlib.import_module(f"pvrnn_ros.commands.{module_name}")
@@ -44,7 +53,7 @@ def build_parser(verbs: list[str] | None = None) -> argparse.ArgumentParser:
             p.set_defaults(_unavailable=str(exc))
             continue
         p = sub.add_parser(verb, help=help_text, description=getattr(module, "DESCRIPTION", help_text),
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=_HelpFormatter)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser

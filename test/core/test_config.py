@@ -1,0 +1,59 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pvrnn_ros.core.config import Config, ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_yaml_equals_builtin_defaults():
+    assert Config.load(ROOT / "config" / "pvrnn.yaml").to_dict() == Config().to_dict()
+
+
+def test_roundtrip_through_yaml(tmp_path):
+    cfg = Config()
+    cfg.model.layers[1].tau = 16.0
+    cfg.er.meta_prior = [0.1, 0.2]
+    cfg.save(tmp_path / "c.yaml")
+    assert Config.load(tmp_path / "c.yaml").to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize(
+    "raw, key, value",
+    [
+        ({"model": {"layers": [{"d": 10, "z": 2, "tau": 0.0}]}}, "model.layers[0].tau", "0.0"),
+        ({"model": {"layers": [{"d": 0, "z": 2}]}}, "model.layers[0].d", "0"),
+        ({"model": {"layers": [{"d": 4, "z": -1}]}}, "model.layers[0].z", "-1"),
+        ({"model": {"layers": [{"d": 4, "z": 1, "w": -0.5}]}}, "model.layers[0].w", "-0.5"),
+        ({"model": {"posterior": "B"}}, "model.posterior", "'B'"),
+        ({"er": {"backend": "gpu"}}, "er.backend", "'gpu'"),
+        ({"er": {"window": 0}}, "er.window", "0"),
+        ({"er": {"meta_prior": [0.1]}}, "er.meta_prior", "[0.1]"),
+        ({"data": {"rate_hz": -10}}, "data.rate_hz", "-10"),
+        ({"train": {"epochs": "many"}}, "train.epochs", "'many'"),
+    ],
+)
+def test_invalid_values_name_key_and_value(raw, key, value):
+    with pytest.raises(ConfigError) as err:
+        Config.from_dict(raw)
+    assert key in str(err.value) and value in str(err.value)
+
+
+def test_unknown_keys_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"model\.layers\[1\]\.tau_typo"):
+        Config.from_dict({"model": {"layers": [{"d": 4, "z": 1}, {"d": 4, "z": 1, "tau_typo": 3}]}})
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"trian": {"epochs": 3}}))
+    with pytest.raises(ConfigError, match="trian") as err:
+        Config.load(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        Config.load(tmp_path / "nope.yaml")
+    (tmp_path / "x.yaml").write_text("model: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        Config.load(tmp_path / "x.yaml")
