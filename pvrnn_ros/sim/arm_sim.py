@@ -19,7 +19,7 @@ if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
 
 import mujoco  # noqa: E402
 
-__all__ = ["ArmSim", "load_model"]
+__all__ = ["ArmSim", "gl_backend", "load_model"]
 
 _NAME = mujoco.mjtObj
 _HINGE_SLIDE = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
@@ -46,6 +46,31 @@ def load_model(mjcf: str | os.PathLike) -> tuple[mujoco.MjModel, str]:
         return mujoco.MjModel.from_xml_string(mjcf), label
     except ValueError as exc:
         raise ValueError(f"failed to load MJCF {label}: {exc}") from None
+
+
+_GL_STATE: dict[str, str | None] = {"error": None}
+
+
+def gl_backend() -> str:
+    """The OpenGL backend mujoco was imported with: "egl", "osmesa", "glfw", ..."""
+    module = getattr(getattr(mujoco, "GLContext", None), "__module__", "") or ""
+    return module.rsplit(".", 1)[-1] if module else "none"
+
+
+def _check_gl_backend() -> None:
+    """Raise a clear RuntimeError if offscreen rendering cannot work in this process."""
+    backend = gl_backend()
+    reason = _GL_STATE["error"]
+    if reason is None and backend == "glfw" and os.name == "posix" and not os.environ.get("DISPLAY") \
+            and not os.environ.get("WAYLAND_DISPLAY") and os.uname().sysname == "Linux":
+        reason = "GLFW needs a display and none is set"
+    if backend == "none":
+        reason = "mujoco has no OpenGL context support"
+    if reason is not None:
+        raise RuntimeError(
+            f"offscreen rendering unavailable: no working OpenGL backend (mujoco uses "
+            f"'{backend}', MUJOCO_GL={os.environ.get('MUJOCO_GL', '<unset>')}): {reason}. "
+            "Install EGL or OSMesa and set MUJOCO_GL=egl or MUJOCO_GL=osmesa before mujoco is imported.")
 
 
 class ArmSim:
@@ -249,13 +274,14 @@ class ArmSim:
         """
         if self._renderer is None or (self._renderer.width, self._renderer.height) != (width, height):
             self.close()
+            _check_gl_backend()
             try:
                 self._renderer = mujoco.Renderer(self.model, height=height, width=width)
             except Exception as exc:  # noqa: BLE001 - GL failures surface as many types
-                raise RuntimeError(
-                    f"offscreen rendering unavailable: no working OpenGL backend "
-                    f"(MUJOCO_GL={os.environ.get('MUJOCO_GL', '<unset>')}): {exc}. "
-                    "Install EGL or OSMesa and set MUJOCO_GL=egl or MUJOCO_GL=osmesa.") from exc
+                # context creation failed: remember it (retrying can abort the process)
+                _GL_STATE["error"] = f"{type(exc).__name__}: {exc}"
+                _check_gl_backend()
+                raise
         cam = -1 if camera is None else camera
         if camera is None and self.model.ncam > 0:
             cam = 0

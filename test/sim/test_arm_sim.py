@@ -2,10 +2,12 @@
 import numpy as np
 import pytest
 
+import pvrnn_ros.sim  # noqa: F401  (first: picks a headless MUJOCO_GL before mujoco loads)
+
 pytest.importorskip("mujoco")
 
 from pvrnn_ros.sim import available_scenes, scene_path  # noqa: E402
-from pvrnn_ros.sim.arm_sim import ArmSim  # noqa: E402
+from pvrnn_ros.sim.arm_sim import ArmSim, gl_backend  # noqa: E402
 from pvrnn_ros.sim.primitives import DEFAULT_JOINT_NAMES, Demonstrator  # noqa: E402
 
 # A user's 3-joint model: two position-controlled hinges + a slide, a passive joint, and a
@@ -217,7 +219,9 @@ def test_render_or_clear_error():
         frame = sim.render(64, 48)
     except RuntimeError as exc:
         assert "OpenGL" in str(exc) and "MUJOCO_GL" in str(exc)
+        print("rendering unavailable:", exc)
     else:
+        print("rendered with", gl_backend())
         assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8 and frame.std() > 0
     finally:
         sim.close()

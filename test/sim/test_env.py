@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+import pvrnn_ros.sim  # noqa: F401  (first: picks a headless MUJOCO_GL before mujoco loads)
+
 pytest.importorskip("mujoco")
 gym = pytest.importorskip("gymnasium")
 

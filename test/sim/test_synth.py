@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pytest
 
+import pvrnn_ros.sim  # noqa: F401  (first: picks a headless MUJOCO_GL before mujoco loads)
+
 pytest.importorskip("mujoco")
 
 from pvrnn_ros.sim.primitives import DEFAULT_JOINT_NAMES, default_limits  # noqa: E402
