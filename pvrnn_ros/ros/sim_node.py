@@ -1,0 +1,218 @@
+"""sim_node: a MuJoCo scene behind the interfaces a ros2_control robot offers.
+
+Per robot prefix p (robot name r = p without the trailing "_", e.g. "teacher"):
+  publishes  r/joint_states                       sensor_msgs/JointState (names without the prefix)
+  subscribes r/<controller>/commands              std_msgs/Float64MultiArray (order: `joints` param)
+             r/<controller>/joint_trajectory      trajectory_msgs/JointTrajectory (by joint name)
+  /clock (rosgraph_msgs/Clock) from sim time when `publish_clock` (default: = use_sim_time).
+  ~/reset: std_srvs/Trigger service (when std_srvs is installed) and std_msgs/Empty topic.
+
+Pacing: a wall timer; every tick the sim advances by the wall time elapsed x real_time_factor
+(accumulated, so there is no drift), at most `max_steps_per_tick` control steps.
+real_time_factor 0 = as fast as possible (max_steps_per_tick per tick).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+from .common import HAVE_STD_SRVS, Throttle, param, run_node
+from .conversions import TrajectoryFollower, make_joint_state, robot_name, sec_to_stamp, trajectory_points
+
+NODE_NAME = "sim_node"
+
+
+class _Robot:
+    def __init__(self, prefix: str, full: list[str], short: list[str], cmd_order: list[str]):
+        self.prefix = prefix
+        self.name = robot_name(prefix)
+        self.full = full  # joint names in the sim (with prefix), model order
+        self.short = short  # published names (prefix stripped)
+        self.cmd_full = cmd_order  # full names in the order of Float64MultiArray commands
+        self.follower: TrajectoryFollower | None = None
+        self.pub = None
+
+
+class SimNode(Node):
+    def __init__(self):
+        super().__init__(NODE_NAME)
+        from pvrnn_ros.sim.arm_sim import ArmSim
+        from pvrnn_ros.sim.scenes import SCENES, scene_path
+
+        scene = param(self, "scene", "teacher_learner", "bundled scene name or MJCF path")
+        robots = param(self, "robots", ["teacher_", "learner_"], "joint-name prefixes, one per robot ('' = whole model)")
+        self.publish_rate = float(param(self, "publish_rate", 50.0, "joint_states rate in Hz of sim time"))
+        self.rtf = float(param(self, "real_time_factor", 1.0, "sim speed vs wall clock; 0 = as fast as possible"))
+        control_dt = float(param(self, "control_dt", 0.02, "control step (s), a multiple of the physics step"))
+        controller = param(self, "controller", "forward_position_controller", "controller name in command topics")
+        joints = param(self, "joints", [""], "command joint order (short names); [''] = model order")
+        publish_clock = param(self, "publish_clock", "auto", "publish /clock: true, false or auto (= use_sim_time)")
+        self.max_steps = int(param(self, "max_steps_per_tick", 50, "cap on control steps per timer tick"))
+        seed = int(param(self, "seed", 0, "reset noise seed"))
+        init_noise = float(param(self, "init_noise", 0.0, "uniform noise (rad) on reset positions"))
+        self.throttle = Throttle(self.get_logger())
+
+        path = str(scene_path(scene)) if scene in SCENES else scene
+        self.sim = ArmSim(path, control_dt=control_dt, seed=seed, init_noise=init_noise)
+        use_sim_time = bool(self.get_parameter("use_sim_time").value)
+        self.publish_clock = use_sim_time if str(publish_clock).lower() == "auto" else str(publish_clock).lower() == "true"
+        self.use_sim_stamps = use_sim_time or self.publish_clock
+
+        joints = [j for j in (joints or []) if j]
+        self.robots: list[_Robot] = []
+        for prefix in robots:
+            full = self.sim.robot_joints(prefix) if prefix else list(self.sim.joint_names)
+            short = [self.sim.strip_prefix(n, prefix) for n in full]
+            if joints:
+                unknown = [j for j in joints if j not in short]
+                if unknown:
+                    raise ValueError(f"joints parameter names {unknown} unknown to robot {prefix!r} ({short})")
+                order = [prefix + j for j in joints]
+            else:
+                order = full
+            self.robots.append(_Robot(prefix, full, short, order))
+
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        for r in self.robots:
+            ns = f"{r.name}/" if r.name else ""
+            r.pub = self.create_publisher(_JointState(), f"{ns}joint_states", reliable)
+            self.create_subscription(_Float64MultiArray(), f"{ns}{controller}/commands",
+                                     lambda m, r=r: self._on_commands(r, m), 10)
+            self.create_subscription(_JointTrajectory(), f"{ns}{controller}/joint_trajectory",
+                                     lambda m, r=r: self._on_trajectory(r, m), 10)
+        if self.publish_clock:
+            from rosgraph_msgs.msg import Clock
+
+            self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        from std_msgs.msg import Empty
+
+        self.create_subscription(Empty, "~/reset", lambda _m: self.reset(), 10)
+        if HAVE_STD_SRVS:
+            from std_srvs.srv import Trigger
+
+            self.create_service(Trigger, "~/reset", self._on_reset_srv)
+
+        self.pub_period = 1.0 / self.publish_rate
+        self.next_pub = 0.0
+        self._owed = 0.0
+        self._wall_last = time.monotonic()
+        # wall period of the timer: one control step of sim time (or 1 ms when as fast as possible)
+        period = self.sim.control_dt / self.rtf if self.rtf > 0 else 0.001
+        period = max(period, 0.001)
+        # a steady (wall) timer: with use_sim_time the node clock would wait for our own /clock
+        from rclpy.clock import Clock as RclClock, ClockType
+
+        self.timer = self.create_timer(period, self._tick, clock=RclClock(clock_type=ClockType.STEADY_TIME))
+        self.get_logger().info(
+            f"scene {path}: robots {[r.name or '<root>' for r in self.robots]}, control_dt {self.sim.control_dt:g} s, "
+            f"publish {self.publish_rate:g} Hz, real_time_factor {self.rtf:g}, /clock {self.publish_clock}")
+        self._publish()
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_commands(self, robot: _Robot, msg) -> None:
+        data = np.asarray(msg.data, dtype=np.float64)
+        if data.shape[0] != len(robot.cmd_full):
+            self.throttle.warn(f"len/{robot.name}", f"{robot.name} commands: got {data.shape[0]} values for "
+                               f"{len(robot.cmd_full)} joints {robot.cmd_full}; ignored")
+            return
+        ok = np.isfinite(data)
+        if not ok.all():
+            self.throttle.warn(f"nan/{robot.name}", f"{robot.name} commands: non-finite values for "
+                               f"{[robot.cmd_full[i] for i in np.flatnonzero(~ok)]}; those joints hold")
+        if not ok.any():
+            return
+        robot.follower = None
+        names = [n for n, k in zip(robot.cmd_full, ok) if k]
+        self.sim.set_targets(data[ok], names)
+
+    def _on_trajectory(self, robot: _Robot, msg) -> None:
+        times, pos, problems = trajectory_points(msg, robot.short)
+        for p in problems:
+            self.throttle.warn(f"traj/{robot.name}/{p[:20]}", f"{robot.name} joint_trajectory: {p}")
+        if times.size == 0:
+            return
+        robot.follower = TrajectoryFollower(self.sim.time, self.sim.targets(robot.full), times, pos)
+
+    def _on_reset_srv(self, _req, resp):
+        self.reset()
+        resp.success = True
+        resp.message = "sim reset"
+        return resp
+
+    def reset(self) -> None:
+        self.sim.reset()
+        for r in self.robots:
+            r.follower = None
+        self.next_pub = 0.0
+        self.get_logger().info("sim reset")
+
+    # ------------------------------------------------------------------ stepping
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self.rtf > 0:
+            self._owed += (now - self._wall_last) * self.rtf / self.sim.control_dt
+            n = int(self._owed)
+            if n > self.max_steps:
+                self.throttle.warn("behind", f"sim falls behind real_time_factor {self.rtf:g}; dropping "
+                                   f"{n - self.max_steps} steps")
+                self._owed = 0.0
+                n = self.max_steps
+            else:
+                self._owed -= n
+        else:
+            n = self.max_steps
+        self._wall_last = now
+        for _ in range(n):
+            t = self.sim.time
+            for r in self.robots:
+                if r.follower is not None:
+                    self.sim.set_targets(r.follower.sample(t), r.full)
+                    if t >= r.follower.end_time:
+                        r.follower = None
+            self.sim.step()
+            if self.sim.time + 1e-9 >= self.next_pub:
+                self._publish()
+                self.next_pub += self.pub_period
+                if self.next_pub <= self.sim.time:  # never publish in bursts after a reset
+                    self.next_pub = self.sim.time + self.pub_period
+
+    def _publish(self) -> None:
+        t_sim = self.sim.time
+        if self.publish_clock:
+            from rosgraph_msgs.msg import Clock
+
+            self.clock_pub.publish(Clock(clock=sec_to_stamp(t_sim)))
+        stamp = t_sim if self.use_sim_stamps else time.time()
+        for r in self.robots:
+            r.pub.publish(make_joint_state(r.short, self.sim.positions(r.full), self.sim.velocities(r.full), stamp))
+
+
+def _JointState():
+    from sensor_msgs.msg import JointState
+
+    return JointState
+
+
+def _Float64MultiArray():
+    from std_msgs.msg import Float64MultiArray
+
+    return Float64MultiArray
+
+
+def _JointTrajectory():
+    from trajectory_msgs.msg import JointTrajectory
+
+    return JointTrajectory
+
+
+def main(args=None) -> int:
+    return run_node(SimNode, args)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
