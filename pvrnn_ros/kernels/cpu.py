@@ -22,17 +22,25 @@ from numba import njit
 
 from pvrnn_ros.core.er import AdamState, WindowProblem, WindowResult
 
-_F = np.float64
+# Compute dtype of the weights and the d/h/output activations (the matrix products). Everything
+# per unit of z (A, Adam moments, KL terms), the targets and the loss accumulate in float64.
+_F = np.float32
 
 
 # ------------------------------------------------------------------------------------------------
 # compiled core
 # ------------------------------------------------------------------------------------------------
+@njit(cache=True, fastmath=False, inline="always")
+def _tanh(x):
+    # 1 - 2 / (e^{2x} + 1): one exp (libm tanh is ~2.5x slower); absolute error ~1e-16 in float64
+    return 1.0 - 2.0 / (math.exp(2.0 * x) + 1.0)
+
+
 @njit(cache=True, fastmath=False)
 def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
              h0, d0, amu, als, use_eps, eps, lmin, lmax, first_unit,
              softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
-             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, need_grad):
+             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, PLOGP, PSUM, need_grad):
     """One window's forward pass; fills the activation buffers and GRAW (dL/draw) and returns
     the window loss. Dd[t] / H[t] hold d_{t-1} / h_{t-1} (row 0 = carried state)."""
     W, Z = amu.shape
@@ -43,10 +51,10 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
     for i in range(Dsum):
         Dd[0, i] = d0[i]
         H[0, i] = h0[i]
-    u = np.empty(Dsum)
-    z = np.empty(Z)
-    q = np.empty(2 * Z)
-    raw = np.empty(O)
+    u = np.empty(Dsum, W_rec.dtype)
+    z = np.empty(Z, W_rec.dtype)
+    q = np.empty(2 * Z, W_rec.dtype)
+    raw = np.empty(O, W_rec.dtype)
     loss = 0.0
     for t in range(W):
         dp = Dd[t]
@@ -59,7 +67,7 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                 for c in range(2 * Z):
                     q[c] += x * W_q[r, c]
             for i in range(Z):
-                mq = math.tanh(q[i] + amu[t, i])
+                mq = _tanh(q[i] + amu[t, i])
                 pre = q[Z + i] + als[t, i]
                 MUQ[t, i] = mq
                 if pre < lmin:
@@ -73,7 +81,7 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                     OKQ[t, i] = 1.0
         else:
             for i in range(Z):
-                MUQ[t, i] = math.tanh(amu[t, i])
+                MUQ[t, i] = _tanh(amu[t, i])
                 pre = als[t, i]
                 if pre < lmin:
                     LSQ[t, i] = lmin
@@ -109,7 +117,7 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
         for c in range(Dsum):
             hv = hp[c] + inv_tau[c] * (u[c] - hp[c])
             hn[c] = hv
-            dn[c] = math.tanh(hv)
+            dn[c] = _tanh(hv)
         # prior from d_{t-1}
         unit = first_unit and t == 0
         if unit:
@@ -125,7 +133,7 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                 for c in range(2 * Z):
                     q[c] += x * W_p[r, c]
             for i in range(Z):
-                MUP[t, i] = math.tanh(q[i])
+                MUP[t, i] = _tanh(q[i])
                 pre = q[Z + i]
                 if pre < lmin:
                     LSP[t, i] = lmin
@@ -153,6 +161,7 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                 raw[o] += x * W_o[r, o]
         rec = 0.0
         if softmax:
+            # rec_j = sum_k p_k log p_k (precomputed in PLOGP) - sum_k p_k raw_k + (sum_k p_k) lse
             for j in range(D):
                 off = offs[j]
                 n = nbins[j]
@@ -162,25 +171,23 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                     if raw[off + k] > mx:
                         mx = raw[off + k]
                 se = 0.0
+                pr = 0.0
                 for k in range(n):
-                    se += math.exp(raw[off + k] - mx)
+                    e = math.exp(raw[off + k] - mx)
+                    GRAW[t, off + k] = e
+                    se += e
+                    pr += tgt[t, j, k] * raw[off + k]
                 lse = mx + math.log(se)
-                pj = 0.0
-                ps = 0.0
-                for k in range(n):
-                    p = tgt[t, j, k]
-                    if p != 0.0:
-                        lp = math.log(p) if p > 1e-30 else math.log(1e-30)
-                        pj += p * (lp - (raw[off + k] - lse))
-                    ps += p
-                rec += pj * mj
+                ps = PSUM[t, j]
+                rec += mj * (PLOGP[t, j] - pr + ps * lse)
                 if need_grad:
-                    g = mj * inv_D
+                    g = mj * inv_D * ps / se
+                    h = mj * inv_D
                     for k in range(n):
-                        GRAW[t, off + k] = g * (math.exp(raw[off + k] - lse) * ps - tgt[t, j, k])
+                        GRAW[t, off + k] = g * GRAW[t, off + k] - h * tgt[t, j, k]
         else:
             for j in range(D):
-                y = math.tanh(raw[j])
+                y = _tanh(raw[j])
                 if mask[t, j] > 0:
                     diff = y - tgt[t, j, 0]
                     rec += diff * diff
@@ -193,6 +200,25 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
 
 
 @njit(cache=True, fastmath=False)
+def _target_entropy(softmax, tgt, offs, nbins, PLOGP, PSUM):
+    """Per step and joint: sum_k p log p (log clamped at 1e-30 as the reference) and sum_k p."""
+    W, D = PLOGP.shape
+    if not softmax:
+        return
+    for t in range(W):
+        for j in range(D):
+            a = 0.0
+            s = 0.0
+            for k in range(nbins[j]):
+                p = tgt[t, j, k]
+                if p != 0.0:
+                    a += p * (math.log(p) if p > 1e-30 else math.log(1e-30))
+                s += p
+            PLOGP[t, j] = a
+            PSUM[t, j] = s
+
+
+@njit(cache=True, fastmath=False)
 def _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_oT, d1,
               use_eps, eps, first_unit, kl_w, kl_w1,
               Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, GMU, GLS):
@@ -200,11 +226,12 @@ def _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_oT, d1,
     W, Z = MUQ.shape
     Dsum = W_recT.shape[0]
     O = W_oT.shape[0]
-    gd = np.zeros(Dsum)  # dL/dd_t from step t+1 (and later) terms
-    gcarry = np.zeros(Dsum)  # dL/dh_{t+1} (1 - it)
-    gu = np.empty(Dsum)
-    gpq = np.empty(2 * Z)
-    gqq = np.empty(2 * Z)
+    dt = W_recT.dtype
+    gd = np.zeros(Dsum, dt)  # dL/dd_t from step t+1 (and later) terms
+    gcarry = np.zeros(Dsum, dt)  # dL/dh_{t+1} (1 - it)
+    gu = np.empty(Dsum, dt)
+    gpq = np.empty(2 * Z, dt)
+    gqq = np.empty(2 * Z, dt)
     for t in range(W - 1, -1, -1):
         dn = Dd[t + 1]
         for o in range(O):
@@ -270,8 +297,8 @@ def _regress(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT
     Dsum = W_rec.shape[0]
     O = W_o.shape[1]
     d1 = W_o.shape[0]
-    H = np.empty((W + 1, Dsum))
-    Dd = np.empty((W + 1, Dsum))
+    H = np.empty((W + 1, Dsum), W_rec.dtype)
+    Dd = np.empty((W + 1, Dsum), W_rec.dtype)
     MUQ = np.empty((W, Z))
     LSQ = np.empty((W, Z))
     SQ = np.empty((W, Z))
@@ -279,11 +306,15 @@ def _regress(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT
     MUP = np.empty((W, Z))
     LSP = np.empty((W, Z))
     OKP = np.empty((W, Z))
-    GRAW = np.empty((W, O))
+    GRAW = np.empty((W, O), W_rec.dtype)
     GMU = np.empty((W, Z))
     GLS = np.empty((W, Z))
     dummy = np.zeros((W, Z))
+    D = mask.shape[2]
+    PLOGP = np.zeros((W, D))
+    PSUM = np.zeros((W, D))
     for b in range(B):
+        _target_entropy(softmax, tgt[b], offs, nbins, PLOGP, PSUM)
         amu = a_mu[b]
         als = a_ls[b]
         best = np.inf
@@ -292,7 +323,7 @@ def _regress(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT
             loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                             h0[b], d0[b], amu, als, use_eps, ek, lmin, lmax, first_unit,
                             softmax, tgt[b], mask[b], offs, nbins, kl_w, kl_w1,
-                            H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, True)
+                            H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, PLOGP, PSUM, True)
             losses[k, b] = loss
             if keep_best and (k == 0 or loss < best):
                 best = loss
@@ -324,7 +355,7 @@ def _regress(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT
             loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                             h0[b], d0[b], amu, als, use_eps, ek, lmin, lmax, first_unit,
                             softmax, tgt[b], mask[b], offs, nbins, kl_w, kl_w1,
-                            H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, False)
+                            H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, PLOGP, PSUM, False)
             if loss < best:
                 best_iter[b] = K
                 best_mu[b, :, :] = amu
@@ -340,8 +371,8 @@ def _grad(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b
     Dsum = W_rec.shape[0]
     O = W_o.shape[1]
     d1 = W_o.shape[0]
-    H = np.empty((W + 1, Dsum))
-    Dd = np.empty((W + 1, Dsum))
+    H = np.empty((W + 1, Dsum), W_rec.dtype)
+    Dd = np.empty((W + 1, Dsum), W_rec.dtype)
     MUQ = np.empty((W, Z))
     LSQ = np.empty((W, Z))
     SQ = np.empty((W, Z))
@@ -349,14 +380,18 @@ def _grad(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b
     MUP = np.empty((W, Z))
     LSP = np.empty((W, Z))
     OKP = np.empty((W, Z))
-    GRAW = np.empty((W, O))
+    GRAW = np.empty((W, O), W_rec.dtype)
     dummy = np.zeros((W, Z))
+    D = mask.shape[2]
+    PLOGP = np.zeros((W, D))
+    PSUM = np.zeros((W, D))
     for b in range(B):
+        _target_entropy(softmax, tgt[b], offs, nbins, PLOGP, PSUM)
         ek = eps[b] if use_eps else dummy
         losses[b] = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                              h0[b], d0[b], a_mu[b], a_ls[b], use_eps, ek, lmin, lmax, first_unit,
                              softmax, tgt[b], mask[b], offs, nbins, kl_w, kl_w1,
-                             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, True)
+                             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, PLOGP, PSUM, True)
         _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_oT, d1, use_eps, ek, first_unit,
                   kl_w, kl_w1, Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, g_mu[b], g_ls[b])
 
@@ -364,8 +399,12 @@ def _grad(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b
 # ------------------------------------------------------------------------------------------------
 # Python side
 # ------------------------------------------------------------------------------------------------
-def _np(t: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=_F)
+def _np(t: torch.Tensor, dtype=np.float64) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=dtype)
+
+
+def _w(t: torch.Tensor) -> np.ndarray:  # weights: in the compute dtype of the matrix products
+    return _np(t, _F)
 
 
 class _Prepared:
@@ -373,25 +412,25 @@ class _Prepared:
 
     def __init__(self, problem: WindowProblem):
         fw, model = problem.fw, problem.model
-        self.W_rec = _np(fw.W_rec)
+        self.W_rec = _w(fw.W_rec)
         self.W_recT = np.ascontiguousarray(self.W_rec.T)
-        self.W_zd = _np(fw.W_zd)
-        self.b_h = _np(fw.b_h)
-        self.inv_tau = _np(fw.inv_tau)
-        self.W_p = _np(fw.W_p)
+        self.W_zd = _w(fw.W_zd)
+        self.b_h = _w(fw.b_h)
+        self.inv_tau = _w(fw.inv_tau)
+        self.W_p = _w(fw.W_p)
         self.W_pT = np.ascontiguousarray(self.W_p.T)
-        self.b_p = _np(fw.b_p)
+        self.b_p = _w(fw.b_p)
         self.has_q = fw.W_q is not None
         if self.has_q:
-            self.W_q = _np(fw.W_q)
-            self.b_q = _np(fw.b_q)
+            self.W_q = _w(fw.W_q)
+            self.b_q = _w(fw.b_q)
         else:
             self.W_q = np.zeros_like(self.W_p)
             self.b_q = np.zeros_like(self.b_p)
         self.W_qT = np.ascontiguousarray(self.W_q.T)
-        self.W_o = _np(fw.W_o)
+        self.W_o = _w(fw.W_o)
         self.W_oT = np.ascontiguousarray(self.W_o.T)
-        self.b_o = _np(fw.b_o)
+        self.b_o = _w(fw.b_o)
         coding = model.coding
         self.softmax = coding.kind == "softmax"
         if self.softmax:

@@ -1,0 +1,237 @@
+"""ER tick latency and training speed, per backend, measured side by side in one process.
+
+Used by `pvrnn-ros bench` and `bench/er_latency.py`. Random weights (no training needed): the
+cost of a tick does not depend on the weight values. Single torch thread for fairness.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from pvrnn_ros.core.config import Config, LayerConfig, ModelConfig
+from pvrnn_ros.core.er import AdamState, WindowProblem
+from pvrnn_ros.core.model import FlatWeights, PVRNN
+
+NRL_BINS = [31, 14, 31, 16, 31, 20, 31, 14, 31, 16, 31, 20, 15, 7, 17, 8]  # 333 output units
+
+
+@dataclass
+class Scenario:
+    key: str
+    title: str
+    model_cfg: ModelConfig
+    n_joints: int
+    W: int
+    K: int
+    B: int = 1
+
+
+def scenarios() -> list[Scenario]:
+    nrl = ModelConfig(layers=[LayerConfig(d=40, z=4, tau=2.0), LayerConfig(d=10, z=1, tau=10.0)],
+                      output="softmax", softmax_bins=list(NRL_BINS))
+    default = Config().model
+    return [
+        Scenario("a", "NRL-like d=(40,10) z=(4,1) 16 joints softmax(333) W=15 K=15", nrl, 16, 15, 15),
+        Scenario("b", "default config, 7 joints, W=15 K=15", default, 7, 15, 15),
+        Scenario("c", "default config, 7 joints, W=50 K=50", default, 7, 50, 50),
+        Scenario("d", "default config, 7 joints, W=50 K=50, B=64 windows", default, 7, 50, 50, 64),
+    ]
+
+
+def make_problem(sc: Scenario, seed: int = 0, sample_posterior: bool = False):
+    """A random model and one tick's problem (not at the stream start)."""
+    torch.manual_seed(seed)
+    model = PVRNN(sc.model_cfg, sc.n_joints)
+    with torch.no_grad():
+        for p in model.parameters():
+            fan_in = p.shape[-1] if p.dim() > 1 else 4
+            p.copy_(torch.randn_like(p) / fan_in**0.5)
+        fw = FlatWeights(*[None if t is None else t.detach() for t in model.flat()])
+    g = torch.Generator().manual_seed(seed + 1)
+    B, W, Z, D = sc.B, sc.W, model.z_total, sc.n_joints
+    h0 = torch.randn(B, model.d_total, generator=g) * 0.5
+    x = torch.rand(B, W, D, generator=g) * 1.6 - 0.8
+    eps = torch.randn(sc.K, B, W, Z, generator=g) if sample_posterior else None
+    problem = WindowProblem(model=model, fw=fw, h0=h0, d0=torch.tanh(h0), target=model.coding.target(x),
+                            joint_mask=torch.ones(B, W, D), kl_w=model.kl_w, kl_w1=model.kl_w1,
+                            first_is_unit_prior=False, eps=eps, lr=0.1, iterations=sc.K)
+    a_mu = torch.randn(B, W, Z, generator=g) * 0.3
+    a_ls = torch.randn(B, W, Z, generator=g) * 0.3 - 1.0
+    return problem, a_mu, a_ls, AdamState.zeros_like(a_mu)
+
+
+def _time_ticks(backend, problem, a_mu, a_ls, adam, repeats: int, warmup: int, budget_s: float) -> list[float]:
+    for _ in range(warmup):
+        backend.regress(problem, a_mu, a_ls, adam)
+    times = []
+    start = time.perf_counter()
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        backend.regress(problem, a_mu, a_ls, adam)
+        times.append((time.perf_counter() - t0) * 1e3)
+        if i >= 2 and time.perf_counter() - start > budget_s:
+            break
+    return times
+
+
+@dataclass
+class Row:
+    scenario: str
+    title: str
+    backend: str
+    median_ms: float
+    p90_ms: float
+    n: int
+    speedup: float | None = None
+
+
+@dataclass
+class BenchResult:
+    rows: list[Row] = field(default_factory=list)
+    compile_s: dict[str, float] = field(default_factory=dict)
+    training: dict[str, float] = field(default_factory=dict)
+    machine: str = ""
+
+
+def _backends(names: list[str] | None):
+    from pvrnn_ros.kernels import available_backends, get_backend
+
+    avail = available_backends()
+    names = names or avail
+    out = []
+    for n in names:
+        if n not in avail:
+            print(f"  (backend {n} not available here: skipped)")
+            continue
+        out.append((n, get_backend(n)))
+    if "reference" not in [n for n, _ in out]:
+        out.insert(0, ("reference", get_backend("reference")))
+    return out
+
+
+def run_bench(quick: bool = False, backends: list[str] | None = None, only: str = "abcde",
+              train_fast: bool = True, log=print) -> BenchResult:
+    torch.set_num_threads(1)
+    res = BenchResult(machine=f"{platform.processor() or platform.machine()}, {_cpu_count()} CPU cores, "
+                              f"torch {torch.__version__}, {torch.get_num_threads()} torch thread")
+    bks = _backends(backends)
+    # JIT compile (or on-disk cache load), reported separately and excluded from the timings
+    for name, _ in bks:
+        if name == "cpu":
+            from pvrnn_ros.kernels import cpu
+
+            res.compile_s["cpu"] = cpu.warmup()
+            log(f"cpu backend JIT warm-up (compile or cache load): {res.compile_s['cpu']:.2f} s")
+    for sc in scenarios():
+        if sc.key not in only:
+            continue
+        problem, a_mu, a_ls, adam = make_problem(sc)
+        ref_median = None
+        for name, bk in bks:
+            slow = name == "reference"
+            big = sc.W * sc.K * sc.B
+            if slow:
+                repeats = 3 if big > 10000 else (5 if quick else 20)
+                budget = 20.0 if quick else 60.0
+                warm = 1
+            else:
+                repeats = 20 if quick else 200
+                budget = 5.0 if quick else 20.0
+                warm = 3
+            if quick and slow and sc.B > 1:
+                repeats = 2
+            ts = _time_ticks(bk, problem, a_mu, a_ls, adam, repeats, warm, budget)
+            med, p90 = statistics.median(ts), float(np.percentile(ts, 90))
+            row = Row(sc.key, sc.title, name, med, p90, len(ts))
+            if slow:
+                ref_median = med
+            elif ref_median:
+                row.speedup = ref_median / med
+            res.rows.append(row)
+            log(_fmt_row(row))
+    if "e" in only:
+        res.training = bench_training(quick, train_fast, log)
+    return res
+
+
+def bench_training(quick: bool, fast: bool, log=print) -> dict[str, float]:
+    """Epochs/s of the reference trainer: default config, 12 sequences x 160 steps."""
+    from pvrnn_ros.core.train import Trainer, build_model
+    from pvrnn_ros.core.data import Demonstration
+
+    cfg = Config()
+    rng = np.random.default_rng(0)
+    demos = []
+    for i in range(12):
+        t = np.arange(160) / cfg.data.rate_hz
+        pos = np.stack([np.sin(0.5 * t * (1 + 0.1 * j) + i) for j in range(7)], axis=1)
+        pos = pos + 0.01 * rng.standard_normal(pos.shape)
+        demos.append(_demo(Demonstration, t, pos, i))
+    trained = build_model(cfg, demos)
+    trainer = Trainer(trained)
+    trainer.epoch()  # warm-up
+    n = 3 if quick else 10
+    t0 = time.perf_counter()
+    for _ in range(n):
+        trainer.epoch()
+    eps = n / (time.perf_counter() - t0)
+    log(f"(e) training, default config, 12 seq x 160 steps, reference trainer: {eps:.2f} epochs/s")
+    return {"reference_epochs_per_s": eps}
+
+
+def _demo(cls, t, pos, i):
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    kwargs = {}
+    for name in params:
+        if name in ("time", "times", "t", "timestamps"):
+            kwargs[name] = t
+        elif name in ("positions", "pos"):
+            kwargs[name] = pos
+        elif name == "joint_names":
+            kwargs[name] = [f"j{j}" for j in range(pos.shape[1])]
+        elif name in ("source", "name"):
+            kwargs[name] = f"seq{i}"
+    return cls(**kwargs)
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _fmt_row(r: Row) -> str:
+    sp = f"{r.speedup:8.1f}x" if r.speedup else "        -"
+    return f"({r.scenario}) {r.backend:10s} median {r.median_ms:10.3f} ms  p90 {r.p90_ms:10.3f} ms  n={r.n:<4d} speed-up {sp}"
+
+
+def format_table(res: BenchResult) -> str:
+    lines = [f"machine: {res.machine}"]
+    for k, v in res.compile_s.items():
+        lines.append(f"{k} JIT warm-up: {v:.2f} s (excluded from timings)")
+    lines.append(f"{'case':4s} {'backend':10s} {'median ms':>10s} {'p90 ms':>10s} {'n':>4s} {'speed-up':>9s}  scenario")
+    for r in res.rows:
+        sp = f"{r.speedup:8.1f}x" if r.speedup else "        -"
+        lines.append(f"({r.scenario})  {r.backend:10s} {r.median_ms:10.3f} {r.p90_ms:10.3f} {r.n:4d} {sp}  {r.title}")
+    for k, v in res.training.items():
+        lines.append(f"(e)  training {k}: {v:.2f}")
+    return "\n".join(lines)
+
+
+def to_json(res: BenchResult, path: str) -> None:
+    data = {
+        "machine": res.machine,
+        "compile_s": res.compile_s,
+        "rows": [r.__dict__ for r in res.rows],
+        "training": res.training,
+    }
+    with open(path, "w") as fh:
+        json.dump(data, fh, indent=2)
