@@ -1,0 +1,64 @@
+"""Run the Triton backend against the reference on a few small cases; prints one JSON line per case.
+
+Run as a script in a fresh process so TRITON_INTERPRET is set before triton is imported:
+    TRITON_INTERPRET=1 python test/kernels/triton_cases.py [--device cpu|cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+
+from helpers import random_model, random_problem, rel_err  # noqa: E402
+
+CASES = [
+    # (d, z, output, posterior, bottom_up, B, W, K, eps, keep_best, first)
+    ((7, 5), (2, 3), "tanh", "A", False, 3, 5, 3, True, False, True),
+    ((7, 5, 3, 9), (1, 2, 1, 3), "softmax", "A", True, 1, 4, 2, False, True, False),
+    ((5,), (3,), "softmax", "d+A", False, 3, 1, 3, True, False, True),
+    ((7, 5), (2, 1), "tanh", "d+A", True, 1, 6, 2, False, False, False),
+]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    from pvrnn_ros.kernels.reference import ReferenceBackend
+    from pvrnn_ros.kernels.triton_er import TritonBackend
+
+    tb = TritonBackend()
+    for i, (d, z, out, post, bu, B, W, K, eps, kb, first) in enumerate(CASES):
+        model = random_model(d=d, z=z, tau=[2.0 + 3 * j for j in range(len(d))], output=out, posterior=post,
+                             bottom_up=bu, n_joints=5, seed=i)
+        problem, a_mu, a_ls, adam = random_problem(model, B=B, W=W, K=K, use_eps=eps, keep_best=kb, first=first,
+                                                   seed=10 + i)
+        ref = ReferenceBackend().regress(problem, a_mu, a_ls, adam)
+        if args.device != "cpu":
+            dev = torch.device(args.device)
+            model = model.to(dev)
+            problem, a_mu, a_ls, adam = random_problem(model, B=B, W=W, K=K, use_eps=eps, keep_best=kb,
+                                                       first=first, seed=10 + i)
+            problem.fw = type(problem.fw)(*[None if t is None else t.to(dev) for t in problem.fw])
+            for name in ("h0", "d0", "target", "joint_mask", "kl_w", "kl_w1", "eps"):
+                val = getattr(problem, name)
+                setattr(problem, name, None if val is None else val.to(dev))
+            a_mu, a_ls = a_mu.to(dev), a_ls.to(dev)
+            adam = type(adam)(adam.m_mu.to(dev), adam.v_mu.to(dev), adam.m_ls.to(dev), adam.v_ls.to(dev), adam.step)
+        res = tb.regress(problem, a_mu, a_ls, adam)
+        print(json.dumps({
+            "case": i, "losses": rel_err(res.losses.cpu(), ref.losses), "a_mu": rel_err(res.a_mu.cpu(), ref.a_mu),
+            "a_ls": rel_err(res.a_ls.cpu(), ref.a_ls), "m_mu": rel_err(res.adam.m_mu.cpu(), ref.adam.m_mu),
+            "v_ls": rel_err(res.adam.v_ls.cpu(), ref.adam.v_ls), "step": [res.adam.step, ref.adam.step],
+            "best": [res.best_iteration, ref.best_iteration],
+        }), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
