@@ -24,21 +24,25 @@ class Throttle:
         self._count: dict[str, int] = {}
 
     def warn(self, key: str, message: str) -> None:
-        self._emit(self.logger.warning, key, message)
+        text = self._due(key, message)
+        if text is not None:
+            self.logger.warning(text)  # rclpy wants one severity per call site: one line per level
 
     def info(self, key: str, message: str) -> None:
-        self._emit(self.logger.info, key, message)
+        text = self._due(key, message)
+        if text is not None:
+            self.logger.info(text)
 
-    def _emit(self, fn, key: str, message: str) -> None:
+    def _due(self, key: str, message: str) -> str | None:
         now = time.monotonic()
         self._count[key] = self._count.get(key, 0) + 1
         last = self._last.get(key)
         if last is None or now - last >= self.period:
             n = self._count[key]
-            suffix = f" ({n} times since last report)" if n > 1 else ""
-            fn(message + suffix)
             self._last[key] = now
             self._count[key] = 0
+            return message + (f" ({n} times since last report)" if n > 1 else "")
+        return None
 
 
 def param(node, name: str, default, description: str = ""):
@@ -86,8 +90,14 @@ def run_node(factory: Callable[[], object], args=None, threads: int = 1, drain_s
         executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
         try:
+            errors = Throttle(node.get_logger(), 5.0)
             while not stop.is_set() and not getattr(node, "_exit_requested", False) and rclpy.ok():
-                executor.spin_once(timeout_sec=0.1)
+                try:
+                    executor.spin_once(timeout_sec=0.1)
+                except (KeyboardInterrupt, ExternalShutdownException):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a callback bug must not take the robot down
+                    errors.warn(type(exc).__name__, f"callback raised {type(exc).__name__}: {exc}")
             drain = float(getattr(node, "drain_s", drain_s) or 0.0)
             if drain > 0 and rclpy.ok():
                 idle_since = time.monotonic()
