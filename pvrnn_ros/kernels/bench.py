@@ -172,7 +172,7 @@ def bench_training(quick: bool, fast: bool, log=print) -> dict[str, float]:
         t = np.arange(160) / cfg.data.rate_hz
         pos = np.stack([np.sin(0.5 * t * (1 + 0.1 * j) + i) for j in range(7)], axis=1)
         pos = pos + 0.01 * rng.standard_normal(pos.shape)
-        demos.append(_demo(Demonstration, t, pos, i))
+        demos.append(Demonstration(f"seq{i}", t, pos, [f"j{j}" for j in range(7)]))
     trained = build_model(cfg, demos)
     trainer = Trainer(trained)
     trainer.epoch()  # warm-up
@@ -183,23 +183,6 @@ def bench_training(quick: bool, fast: bool, log=print) -> dict[str, float]:
     eps = n / (time.perf_counter() - t0)
     log(f"(e) training, default config, 12 seq x 160 steps, reference trainer: {eps:.2f} epochs/s")
     return {"reference_epochs_per_s": eps}
-
-
-def _demo(cls, t, pos, i):
-    import inspect
-
-    params = inspect.signature(cls).parameters
-    kwargs = {}
-    for name in params:
-        if name in ("time", "times", "t", "timestamps"):
-            kwargs[name] = t
-        elif name in ("positions", "pos"):
-            kwargs[name] = pos
-        elif name == "joint_names":
-            kwargs[name] = [f"j{j}" for j in range(pos.shape[1])]
-        elif name in ("source", "name"):
-            kwargs[name] = f"seq{i}"
-    return cls(**kwargs)
 
 
 def _cpu_count() -> int:

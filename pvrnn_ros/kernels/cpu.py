@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 import torch
-from numba import njit
+from numba import njit, prange
 
 from pvrnn_ros.core.er import AdamState, WindowProblem, WindowResult
 
@@ -286,14 +286,14 @@ def _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_oT, d1,
 
 
 @njit(cache=True, fastmath=False)
-def _regress(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, W_oT, b_o,
+def _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, W_oT, b_o,
              h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
              use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
              keep_best, losses, best_mu, best_ls, best_iter):
-    """All K iterations for all B windows. a_mu, a_ls, m_*, v_* updated in place; losses [K, B];
-    with keep_best, best_mu/best_ls get each window's best iterate and best_iter[b] the last
-    iteration at which window b improved."""
-    B, W, Z = a_mu.shape
+    """All K iterations for window b. a_mu, a_ls, m_*, v_* updated in place; losses [K, B];
+    with keep_best, best_mu/best_ls get the window's best iterate and best_iter[b] the last
+    iteration at which it improved."""
+    _, W, Z = a_mu.shape
     Dsum = W_rec.shape[0]
     O = W_o.shape[1]
     d1 = W_o.shape[0]
@@ -313,53 +313,78 @@ def _regress(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT
     D = mask.shape[2]
     PLOGP = np.zeros((W, D))
     PSUM = np.zeros((W, D))
-    for b in range(B):
-        _target_entropy(softmax, tgt[b], offs, nbins, PLOGP, PSUM)
-        amu = a_mu[b]
-        als = a_ls[b]
-        best = np.inf
-        for k in range(K):
-            ek = eps[k, b] if use_eps else dummy
-            loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
-                            h0[b], d0[b], amu, als, use_eps, ek, lmin, lmax, first_unit,
-                            softmax, tgt[b], mask[b], offs, nbins, kl_w, kl_w1,
-                            H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, PLOGP, PSUM, True)
-            losses[k, b] = loss
-            if keep_best and (k == 0 or loss < best):
-                best = loss
-                best_iter[b] = k
-                best_mu[b, :, :] = amu
-                best_ls[b, :, :] = als
-            _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_oT, d1, use_eps, ek, first_unit,
-                      kl_w, kl_w1, Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, GMU, GLS)
-            step = step0 + k + 1
-            bc1 = 1.0 - b1 ** step
-            sbc2 = math.sqrt(1.0 - b2 ** step)
-            alpha = lr / bc1
-            mm = m_mu[b]
-            vm = v_mu[b]
-            ml = m_ls[b]
-            vl = v_ls[b]
-            for t in range(W):
-                for i in range(Z):
-                    g = GMU[t, i]
-                    mm[t, i] = b1 * mm[t, i] + (1.0 - b1) * g
-                    vm[t, i] = b2 * vm[t, i] + (1.0 - b2) * g * g
-                    amu[t, i] -= alpha * mm[t, i] / (math.sqrt(vm[t, i]) / sbc2 + adam_eps)
-                    g = GLS[t, i]
-                    ml[t, i] = b1 * ml[t, i] + (1.0 - b1) * g
-                    vl[t, i] = b2 * vl[t, i] + (1.0 - b2) * g * g
-                    als[t, i] -= alpha * ml[t, i] / (math.sqrt(vl[t, i]) / sbc2 + adam_eps)
-        if keep_best and K > 0:
-            ek = eps[K - 1, b] if use_eps else dummy
-            loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
-                            h0[b], d0[b], amu, als, use_eps, ek, lmin, lmax, first_unit,
-                            softmax, tgt[b], mask[b], offs, nbins, kl_w, kl_w1,
-                            H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, PLOGP, PSUM, False)
-            if loss < best:
-                best_iter[b] = K
-                best_mu[b, :, :] = amu
-                best_ls[b, :, :] = als
+    _target_entropy(softmax, tgt[b], offs, nbins, PLOGP, PSUM)
+    amu = a_mu[b]
+    als = a_ls[b]
+    best = np.inf
+    for k in range(K):
+        ek = eps[k, b] if use_eps else dummy
+        loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
+                        h0[b], d0[b], amu, als, use_eps, ek, lmin, lmax, first_unit,
+                        softmax, tgt[b], mask[b], offs, nbins, kl_w, kl_w1,
+                        H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, PLOGP, PSUM, True)
+        losses[k, b] = loss
+        if keep_best and (k == 0 or loss < best):
+            best = loss
+            best_iter[b] = k
+            best_mu[b, :, :] = amu
+            best_ls[b, :, :] = als
+        _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_oT, d1, use_eps, ek, first_unit,
+                  kl_w, kl_w1, Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, GMU, GLS)
+        step = step0 + k + 1
+        bc1 = 1.0 - b1 ** step
+        sbc2 = math.sqrt(1.0 - b2 ** step)
+        alpha = lr / bc1
+        mm = m_mu[b]
+        vm = v_mu[b]
+        ml = m_ls[b]
+        vl = v_ls[b]
+        for t in range(W):
+            for i in range(Z):
+                g = GMU[t, i]
+                mm[t, i] = b1 * mm[t, i] + (1.0 - b1) * g
+                vm[t, i] = b2 * vm[t, i] + (1.0 - b2) * g * g
+                amu[t, i] -= alpha * mm[t, i] / (math.sqrt(vm[t, i]) / sbc2 + adam_eps)
+                g = GLS[t, i]
+                ml[t, i] = b1 * ml[t, i] + (1.0 - b1) * g
+                vl[t, i] = b2 * vl[t, i] + (1.0 - b2) * g * g
+                als[t, i] -= alpha * ml[t, i] / (math.sqrt(vl[t, i]) / sbc2 + adam_eps)
+    if keep_best and K > 0:
+        ek = eps[K - 1, b] if use_eps else dummy
+        loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
+                        h0[b], d0[b], amu, als, use_eps, ek, lmin, lmax, first_unit,
+                        softmax, tgt[b], mask[b], offs, nbins, kl_w, kl_w1,
+                        H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, PLOGP, PSUM, False)
+        if loss < best:
+            best_iter[b] = K
+            best_mu[b, :, :] = amu
+            best_ls[b, :, :] = als
+
+
+@njit(cache=True, fastmath=False)
+def _regress(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, W_oT, b_o,
+             h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
+             use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
+             keep_best, losses, best_mu, best_ls, best_iter):
+    """All K iterations for all B windows, one after the other (see _regress_window)."""
+    for b in range(a_mu.shape[0]):
+        _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, W_oT, b_o,
+                       h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
+                       use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
+                       keep_best, losses, best_mu, best_ls, best_iter)
+
+
+@njit(cache=True, fastmath=False, parallel=True)
+def _regress_par(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, W_oT, b_o,
+             h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
+             use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
+             keep_best, losses, best_mu, best_ls, best_iter):
+    """As _regress with the windows spread over threads (B > 1)."""
+    for b in prange(a_mu.shape[0]):
+        _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, W_oT, b_o,
+                       h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
+                       use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
+                       keep_best, losses, best_mu, best_ls, best_iter)
 
 
 @njit(cache=True, fastmath=False)
@@ -486,7 +511,9 @@ def _problem_arrays(problem: WindowProblem, prep: _Prepared):
 class CpuBackend:
     name = "cpu"
 
-    def __init__(self):
+    def __init__(self, parallel: bool = True):
+        """parallel: spread B > 1 windows over numba threads (one window is always single-threaded)."""
+        self.parallel = parallel
         self._cache = _WeightCache()
 
     def regress(self, problem: WindowProblem, a_mu: torch.Tensor, a_ls: torch.Tensor,
@@ -505,7 +532,8 @@ class CpuBackend:
         best_ls = np.empty_like(als) if keep else np.empty((1, 1, 1))
         best_iter = np.zeros(B, dtype=np.int64)
         b1, b2 = problem.betas
-        _regress(*prep.weights(), h0, d0, amu, als, m_mu, v_mu, m_ls, v_ls, int(adam.step), K,
+        fn = _regress_par if (self.parallel and B > 1) else _regress
+        fn(*prep.weights(), h0, d0, amu, als, m_mu, v_mu, m_ls, v_ls, int(adam.step), K,
                  float(problem.lr), float(b1), float(b2), float(problem.adam_eps),
                  use_eps, eps, prep.lmin, prep.lmax, bool(problem.first_is_unit_prior), prep.softmax,
                  target, mask, prep.offs, prep.nbins, kl_w, kl_w1, keep, losses, best_mu, best_ls, best_iter)
@@ -555,10 +583,11 @@ def warmup() -> float:
         fw = model.flat()
         fw = type(fw)(*[None if x is None else x.detach() for x in fw])
         Z = model.z_total
-        st = model.zero_state(1)
-        a = torch.zeros(1, 2, Z)
-        problem = WindowProblem(model, fw, st.h, st.d, model.coding.target(torch.zeros(1, 2, 2)),
-                                torch.ones(1, 2, 2), model.kl_w, model.kl_w1, True, torch.zeros(1, 1, 2, Z),
-                                0.1, 1, keep_best=True)
-        CpuBackend().regress(problem, a, a, AdamState.zeros_like(a))
+        for B in (1, 2):  # B = 2 compiles the threaded driver too
+            st = model.zero_state(B)
+            a = torch.zeros(B, 2, Z)
+            problem = WindowProblem(model, fw, st.h, st.d, model.coding.target(torch.zeros(B, 2, 2)),
+                                    torch.ones(B, 2, 2), model.kl_w, model.kl_w1, True,
+                                    torch.zeros(1, B, 2, Z), 0.1, 1, keep_best=True)
+            CpuBackend().regress(problem, a, a, AdamState.zeros_like(a))
     return time.perf_counter() - t0
