@@ -194,9 +194,10 @@ class ERNode(Node):
         return cfg
 
     def _warm_up(self) -> None:
-        """One throw-away pass so the first live tick does not pay for lazy initialisation."""
+        """Throw-away ticks over a whole (growing, then sliding) window, so live ticks do not pay for
+        lazy initialisation or JIT compilation of the backend."""
         mid = 0.5 * (self.trained.normalizer.lo + self.trained.normalizer.hi)
-        for _ in range(2):
+        for _ in range(self.er_cfg.window + 2):
             self.er.step(mid)
         self.er.reset()
 

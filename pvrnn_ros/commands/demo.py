@@ -1,0 +1,416 @@
+"""`pvrnn-ros demo`: simulate, record, train, evaluate, run live ER imitation, write a report."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+HELP = "end-to-end: simulate, record, train, run live ER imitation, report"
+DESCRIPTION = (
+    "End to end on this machine, over real ROS 2 (DDS kept on localhost): (1) bring up the MuJoCo "
+    "teacher/learner sim + demonstrator + recorder (graph record_demos, faster than real time) and record "
+    "episodes to rosbag2/MCAP; (2) train a PV-RNN on the bags; (3) evaluate ER against baselines on held-out "
+    "episodes; (4) bring up sim + demonstrator + ER node in imitate mode (graph imitate, real time) and "
+    "watch the learner arm follow the teacher; (5) write OUT/report.md with PNGs."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/demo", help="output directory")
+    parser.add_argument("--quick", action="store_true", help="tiny run (seconds of data, a few epochs) for tests")
+    parser.add_argument("--episodes", type=int, default=None, help="episodes recorded (default 8; quick 3)")
+    parser.add_argument("--heldout", type=int, default=None, help="episodes kept for evaluation (default 2; quick 1)")
+    parser.add_argument("--duration", type=float, default=None, help="s of sim time per episode (default 16; quick 6)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 1500; quick 30)")
+    parser.add_argument("--config", default=None, help="model/training/ER YAML (default: built-in Config())")
+    parser.add_argument("--rtf", type=float, default=4.0, help="real-time factor while recording")
+    parser.add_argument("--imitate-seconds", type=float, default=None, help="live imitation length (default 30; quick 8)")
+    parser.add_argument("--gru-budget", type=float, default=None, help="s to train the GRU baseline (default 30; quick 2)")
+    parser.add_argument("--seed", type=int, default=0, help="demonstrator seed (imitation uses seed + 1000)")
+    parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: from the pid)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+class _Stage:
+    def __init__(self, timings: dict, name: str, label: str):
+        self.timings, self.name, self.label = timings, name, label
+
+    def __enter__(self):
+        print(f"\n=== {self.label} ===", flush=True)
+        self.t0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        dt = time.monotonic() - self.t0
+        self.timings[self.name] = dt
+        if exc[0] is None:
+            print(f"--- {self.label}: {dt:.1f} s", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    q = args.quick
+    episodes = args.episodes or (3 if q else 8)
+    heldout = args.heldout if args.heldout is not None else (1 if q else 2)
+    duration = args.duration or (6.0 if q else 16.0)
+    epochs = args.epochs if args.epochs is not None else (30 if q else 1500)
+    imitate_s = args.imitate_seconds or (8.0 if q else 30.0)
+    gru_budget = args.gru_budget if args.gru_budget is not None else (2.0 if q else 30.0)
+    if not 1 <= heldout < episodes:
+        print("pvrnn-ros demo: error: need 1 <= --heldout < --episodes")
+        return 2
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    domain = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 200
+    progress = not args.no_progress
+    timings: dict[str, float] = {}
+    t_start = time.monotonic()
+    print(f"pvrnn-ros demo -> {out}/  (ROS_DOMAIN_ID={domain}, DDS on localhost; "
+          f"{episodes} episodes x {duration:g} s, {epochs} epochs, {imitate_s:g} s imitation)")
+
+    from pvrnn_ros.bringup import ros_env
+
+    env = ros_env(domain)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+
+    with _Stage(timings, "record", f"1/5 record {episodes} demonstrations (sim x{args.rtf:g} real time)"):
+        bags = _record(out, env, episodes, duration, args.rtf, args.seed, progress)
+    with _Stage(timings, "train", f"2/5 train the PV-RNN ({epochs} epochs)"):
+        trained, train_demos, test_demos = _train(out, bags, heldout, epochs, args.config, args.threads, progress)
+    with _Stage(timings, "evaluate", f"3/5 evaluate ER vs baselines on {heldout} held-out episode(s)"):
+        from pvrnn_ros.core.evaluate import evaluate
+
+        metrics = evaluate(trained, test_demos, out / "eval", progress=progress, gru_budget_s=gru_budget)
+    with _Stage(timings, "imitate", f"4/5 live ER imitation in the sim ({imitate_s:g} s, real time)"):
+        live = _imitate(out, env, domain, imitate_s, args.seed + 1000, progress)
+    with _Stage(timings, "report", "5/5 report"):
+        timings["total"] = time.monotonic() - t_start
+        report = _report(out, trained, metrics, live, timings, dict(episodes=episodes, heldout=heldout,
+                         duration=duration, epochs=epochs, rtf=args.rtf, imitate_s=imitate_s, domain=domain))
+    total = time.monotonic() - t_start
+    print(f"\ndemo done in {total:.0f} s; report: {report}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- 1. record
+def _record(out: Path, env: dict, episodes: int, duration: float, rtf: float, seed: int, progress: bool) -> list[Path]:
+    from tqdm.auto import tqdm
+
+    from pvrnn_ros.bringup import Bringup
+
+    bag_dir = out / "bags"
+    up = Bringup("record_demos", out / "logs" / "record", [
+        f"recorder_node.output_dir:={bag_dir.resolve()}",
+        f"recorder_node.episode_count:={episodes}",
+        f"recorder_node.episode_duration:={duration}",
+        f"sim_node.real_time_factor:={rtf}",
+        f"demonstrator_node.seed:={seed}",
+    ], env=env)
+    procs = up.start()
+    for p in procs:
+        print(f"  {p.spec.name}: log {p.log}")
+    timeout = 60.0 + 3.0 * episodes * duration / max(rtf, 0.5)
+    t0 = time.monotonic()
+    bar = tqdm(total=episodes, desc="recording", unit="episode", disable=not progress)
+    done = 0
+    try:
+        while True:
+            n = len(list(bag_dir.glob("episode_*/metadata.yaml"))) if bag_dir.exists() else 0
+            if n > done:
+                bar.update(n - done)
+                done = n
+            exited = dict(up.poll())
+            if "recorder_node" in exited:
+                break
+            if exited:
+                raise RuntimeError(f"node(s) {sorted(exited)} exited early; see logs in {out / 'logs' / 'record'}")
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"recording took longer than {timeout:.0f} s; see {out / 'logs' / 'record'}")
+            time.sleep(0.2)
+    finally:
+        bar.close()
+        up.stop()
+    found = sorted(p for p in bag_dir.glob("episode_*") if (p / "metadata.yaml").exists())
+    if len(found) < episodes:
+        raise RuntimeError(f"only {len(found)} of {episodes} episodes recorded in {bag_dir}")
+    for bag in found:
+        _write_segments(bag)
+    print(f"  {len(found)} episodes in {bag_dir}/ (rosbag2, MCAP)")
+    return found
+
+
+def _write_segments(bag: Path) -> None:
+    """<bag>.segments.json from the recorded /demonstrator/primitive topic (switch times for evaluate)."""
+    from rosbags.highlevel import AnyReader
+
+    t_first = None
+    segments = []
+    with AnyReader([bag]) as reader:
+        for conn, stamp, raw in reader.messages():
+            if conn.topic == "/teacher/joint_states" and t_first is None:
+                msg = reader.deserialize(raw, conn.msgtype)
+                t_first = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+            elif conn.topic == "/demonstrator/primitive" and t_first is not None:
+                name = reader.deserialize(raw, conn.msgtype).data
+                if not segments or segments[-1]["primitive"] != name:
+                    segments.append({"start_time": round(max(0.0, stamp * 1e-9 - t_first), 6), "primitive": name})
+    if segments:
+        bag.with_suffix(".segments.json").write_text(json.dumps(segments, indent=1))
+
+
+# ----------------------------------------------------------------------------- 2. train
+def _train(out: Path, bags: list[Path], heldout: int, epochs: int, config: str | None, threads: int, progress: bool):
+    import torch
+
+    from pvrnn_ros.core.config import Config
+    from pvrnn_ros.core.data import read_any
+    from pvrnn_ros.core.train import train
+
+    torch.set_num_threads(max(1, threads))
+    demos = [read_any(b, topic="/teacher/joint_states") for b in bags]
+    train_demos, test_demos = demos[:-heldout], demos[-heldout:]
+    cfg = Config.load(config) if config else Config()
+    cfg.train.threads = max(1, threads)
+    print(f"  train on {[d.name for d in train_demos]}, hold out {[d.name for d in test_demos]}; "
+          f"joints {train_demos[0].joint_names}; model rate {cfg.data.rate_hz:g} Hz")
+    trained = train(cfg, train_demos, out / "model", epochs=epochs, progress=progress)
+    print(f"  checkpoint {out / 'model' / 'model.pt'}, loss curve {out / 'model' / 'loss.png'}")
+    return trained, train_demos, test_demos
+
+
+# ----------------------------------------------------------------------------- 4. imitate
+class _Monitor:
+    """In-process rclpy node collecting the live topics (own context, spun on a thread)."""
+
+    def __init__(self, domain: int):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64, Float64MultiArray, UInt64
+        from trajectory_msgs.msg import JointTrajectory
+
+        self.ctx = Context()
+        rclpy.init(context=self.ctx, domain_id=domain)
+        self.node = rclpy.create_node("demo_monitor", context=self.ctx)
+        self.ex = SingleThreadedExecutor(context=self.ctx)
+        self.ex.add_node(self.node)
+        self.lock = threading.Lock()
+        self.data = {k: [] for k in ("teacher", "learner", "fe", "lat", "pred")}
+        self.misses = 0
+        self.recording = False
+        sub = self.node.create_subscription
+        sub(JointState, "teacher/joint_states", lambda m: self._js("teacher", m), 100)
+        sub(JointState, "learner/joint_states", lambda m: self._js("learner", m), 100)
+        sub(Float64MultiArray, "pvrnn/free_energy", lambda m: self._add("fe", list(m.data)), 100)
+        sub(Float64, "pvrnn/tick_latency", lambda m: self._add("lat", m.data), 100)
+        sub(UInt64, "pvrnn/deadline_misses", lambda m: setattr(self, "misses", int(m.data)), 10)
+        sub(JointTrajectory, "pvrnn/prediction", lambda m: self._add("pred", None), 100)
+        self.names = None
+        self._stop = False
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self):
+        while not self._stop and self.ctx.ok():
+            try:
+                self.ex.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: BLE001
+                break
+
+    def _js(self, key, m):
+        if self.names is None:
+            self.names = list(m.name)
+        idx = [list(m.name).index(n) for n in self.names]
+        self._add(key, [m.position[i] for i in idx])
+
+    def _add(self, key, value):
+        if self.recording or key == "pred":
+            with self.lock:
+                self.data[key].append((time.monotonic(), value))
+
+    def close(self):
+        self._stop = True
+        self.thread.join(2)
+        self.ex.shutdown(timeout_sec=1)
+        self.node.destroy_node()
+        self.ctx.try_shutdown()
+
+
+def _imitate(out: Path, env: dict, domain: int, seconds: float, seed: int, progress: bool) -> dict:
+    from tqdm.auto import tqdm
+
+    from pvrnn_ros.bringup import Bringup
+
+    model = (out / "model" / "model.pt").resolve()
+    up = Bringup("imitate", out / "logs" / "imitate", [
+        f"er_node.model_path:={model}", f"demonstrator_node.seed:={seed}"], env=env)
+    mon = _Monitor(domain)
+    procs = up.start()
+    for p in procs:
+        print(f"  {p.spec.name}: log {p.log}")
+    try:
+        t0 = time.monotonic()
+        while not mon.data["pred"]:
+            if up.poll():
+                raise RuntimeError(f"node(s) {up.poll()} exited; see {out / 'logs' / 'imitate'}")
+            if time.monotonic() - t0 > 90:
+                raise RuntimeError(f"no ER prediction within 90 s; see {out / 'logs' / 'imitate'}")
+            time.sleep(0.1)
+        print(f"  first prediction {time.monotonic() - t0:.1f} s after start-up; watching for {seconds:g} s")
+        mon.recording = True
+        t1 = time.monotonic()
+        for _ in tqdm(range(int(seconds)), desc="imitating", unit="s", disable=not progress):
+            time.sleep(max(0.0, t1 + _ + 1 - time.monotonic()))
+            if up.poll():
+                raise RuntimeError(f"node(s) {up.poll()} exited; see {out / 'logs' / 'imitate'}")
+        mon.recording = False
+    finally:
+        codes = up.stop()
+        mon.close()
+    summary = ""
+    log = out / "logs" / "imitate" / "er_node.log"
+    if log.exists():
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if "ER summary" in ln]
+        summary = lines[-1].split("]: ", 1)[-1] if lines else ""
+    return {"data": mon.data, "names": mon.names or [], "misses": mon.misses, "t0": t1, "exit_codes": codes,
+            "er_summary": summary}
+
+
+# ----------------------------------------------------------------------------- 5. report
+def _report(out: Path, trained, metrics: dict, live: dict, timings: dict, settings: dict) -> Path:
+    import numpy as np
+
+    from pvrnn_ros.core.plots import _plt
+
+    plt = _plt()
+    d, t0 = live["data"], live["t0"]
+    names = live["names"]
+    lines = ["# pvrnn-ros demo report", ""]
+    lines += [f"Settings: {settings['episodes']} episodes x {settings['duration']:g} s recorded at "
+              f"{settings['rtf']:g}x real time ({settings['heldout']} held out), {settings['epochs']} training epochs, "
+              f"{settings['imitate_s']:g} s live imitation; ROS_DOMAIN_ID {settings['domain']} on localhost.", ""]
+    lines += ["| stage | wall time |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} s |" for k, v in timings.items()]
+    lines += ["", f"Data: `bags/` (rosbag2 MCAP, one directory per episode); model: `model/model.pt` "
+              f"(loss curve `model/loss.png`); logs of every node: `logs/`.", ""]
+
+    # prediction error vs baselines (evaluate)
+    lines += ["## Prediction error vs baselines (held-out episodes, offline)", ""]
+    lines += [(out / "eval" / "metrics.md").read_text() if (out / "eval" / "metrics.md").exists() else "(no metrics)"]
+    for png in ("error_vs_horizon.png", "error_around_switches.png"):
+        if (out / "eval" / png).exists():
+            lines += [f"![{png}](eval/{png})", ""]
+
+    # tracking
+    lines += ["## Live imitation: the learner follows the teacher", ""]
+    teacher, learner = d["teacher"], d["learner"]
+    if teacher and learner:
+        tt = np.array([t for t, _ in teacher]) - t0
+        tq = np.array([v for _, v in teacher])
+        lt = np.array([t for t, _ in learner]) - t0
+        lq = np.array([v for _, v in learner])
+        lq_on_t = np.stack([np.interp(tt, lt, lq[:, j]) for j in range(lq.shape[1])], 1)
+        ok = (tt >= lt[0]) & (tt <= lt[-1])
+        rmse = float(np.sqrt(np.mean((lq_on_t[ok] - tq[ok]) ** 2)))
+        # the same error for a learner that copied the teacher 0.1 .. 0.5 s late (what no prediction gives)
+        lag_rmse = {}
+        for lag in (0.1, 0.2, 0.3, 0.5):
+            delayed = np.stack([np.interp(tt - lag, tt, tq[:, j]) for j in range(tq.shape[1])], 1)
+            m = ok & (tt - lag >= tt[0])
+            lag_rmse[lag] = float(np.sqrt(np.mean((delayed[m] - tq[m]) ** 2)))
+        best_lag = _best_lag(tt, tq, lq_on_t, ok)
+        lines += [f"Tracking RMSE learner vs teacher: **{rmse:.4f} rad** (all joints, {ok.sum()} samples). "
+                  f"Reference: a perfect copy delayed by 0.1/0.2/0.3/0.5 s would score "
+                  + "/".join(f"{v:.4f}" for v in lag_rmse.values())
+                  + f" rad. Best-fit lag of the learner behind the teacher: {best_lag:+.2f} s.", ""]
+        fig, axes = plt.subplots(len(names), 1, figsize=(10, 1.4 * len(names) + 0.8), sharex=True, squeeze=False)
+        for j, n in enumerate(names):
+            ax = axes[j, 0]
+            ax.plot(tt, tq[:, j], label="teacher (observed)", lw=1.2)
+            ax.plot(lt, lq[:, j], label="learner (commanded by ER)", lw=1.2, ls="--")
+            ax.set_ylabel(n, fontsize=8)
+            ax.grid(alpha=0.3)
+        axes[0, 0].legend(fontsize=8, loc="upper right")
+        axes[-1, 0].set_xlabel("time [s]")
+        fig.suptitle(f"Live imitation: learner tracking the teacher (RMSE {rmse:.3f} rad)")
+        fig.tight_layout()
+        fig.savefig(out / "tracking.png", dpi=90)
+        plt.close(fig)
+        lines += ["![tracking](tracking.png)", ""]
+    else:
+        lines += ["(no joint states received during imitation)", ""]
+
+    # free energy
+    if d["fe"]:
+        ft = np.array([t for t, _ in d["fe"]]) - t0
+        fv = np.array([v for _, v in d["fe"]])
+        fig, ax = plt.subplots(figsize=(10, 3.2))
+        ax.plot(ft, fv[:, 0], label="free energy (window)")
+        ax.plot(ft, fv[:, 1], label="reconstruction error")
+        for k in range(2, fv.shape[1]):
+            ax.plot(ft, fv[:, k], label=f"KL layer {k - 1}", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xlabel("time [s]")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.set_title("ER free energy over time (pvrnn/free_energy)")
+        fig.tight_layout()
+        fig.savefig(out / "free_energy.png", dpi=90)
+        plt.close(fig)
+        lines += ["## Free energy over time", "",
+                  f"Median free energy {np.median(fv[:, 0]):.4g}, reconstruction error {np.median(fv[:, 1]):.4g} "
+                  f"over {len(fv)} ticks.", "", "![free energy](free_energy.png)", ""]
+
+    # latency
+    lat_stats = {}
+    if d["lat"]:
+        lat = np.array([v for _, v in d["lat"]])
+        period = 1e3 / trained.rate_hz
+        lat_stats = {"ticks": int(lat.size), "median_ms": float(np.median(lat)), "p99_ms": float(np.percentile(lat, 99)),
+                     "max_ms": float(lat.max()), "deadline_misses": int(live["misses"]), "period_ms": period}
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+        ax.hist(lat, bins=40)
+        ax.axvline(lat_stats["median_ms"], color="k", ls="--", label=f"median {lat_stats['median_ms']:.1f} ms")
+        ax.axvline(lat_stats["p99_ms"], color="r", ls=":", label=f"p99 {lat_stats['p99_ms']:.1f} ms")
+        ax.set_xlabel("ER tick latency [ms]")
+        ax.set_ylabel("ticks")
+        ax.set_title(f"ER tick latency at {trained.rate_hz:g} Hz ({period:.0f} ms period); "
+                     f"{live['misses']} deadline misses")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "latency.png", dpi=90)
+        plt.close(fig)
+        cfg = trained.config.er
+        lines += ["## ER tick latency (live, er_node worker thread)", "",
+                  f"{lat.size} ticks at {trained.rate_hz:g} Hz (W = {cfg.window}, K = {cfg.iterations}, backend "
+                  f"{cfg.backend}): median **{lat_stats['median_ms']:.1f} ms**, p99 **{lat_stats['p99_ms']:.1f} ms**, "
+                  f"max {lat_stats['max_ms']:.1f} ms; **{live['misses']} deadline misses** "
+                  f"(period {period:.0f} ms).", ""]
+        if live.get("er_summary"):
+            lines += [f"er_node's own summary (whole run): `{live['er_summary']}`", ""]
+        lines += ["![latency](latency.png)", ""]
+    (out / "live_summary.json").write_text(json.dumps({"latency": lat_stats, "timings": timings,
+                                                       "exit_codes": live["exit_codes"]}, indent=2))
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _best_lag(tt, tq, lq, ok) -> float:
+    import numpy as np
+
+    best, best_err = 0.0, float("inf")
+    for lag in np.arange(-0.3, 0.61, 0.02):
+        shifted = np.stack([np.interp(tt - lag, tt, tq[:, j]) for j in range(tq.shape[1])], 1)
+        m = ok & (tt - lag >= tt[0]) & (tt - lag <= tt[-1])
+        err = float(np.mean((shifted[m] - lq[m]) ** 2)) if m.any() else float("inf")
+        if err < best_err:
+            best, best_err = float(lag), err
+    return best
