@@ -255,13 +255,14 @@ def resample(demo: Demonstration, rate_hz: float) -> Demonstration:
 
 # ------------------------------------------------------------------------------------- writers
 def write_csv(path: str | Path, times: np.ndarray, positions: np.ndarray, joint_names: list[str]) -> None:
+    """The format every reader here takes: header `time,<joint names>`, time in seconds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["time", *joint_names])
-        for t, row in zip(times, positions):
-            writer.writerow([f"{t:.6g}", *(f"{v:.6g}" for v in row)])
+    # round to 1e-6 first so numerical dust (1e-28) and -0 print as "0"
+    pos = np.round(np.asarray(positions, dtype=float), 6) + 0.0
+    lines = ["time," + ",".join(joint_names)]
+    lines += [f"{t:.6f}," + ",".join(f"{v:.6g}" for v in row) for t, row in zip(times, pos)]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def pad_batch(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -15,10 +15,12 @@ from typing import Sequence
 
 import numpy as np
 
+from pvrnn_ros.core.data import write_csv
+
 from .primitives import Demonstrator, DemonstratorConfig
 from .scenes import scene_path
 
-__all__ = ["synthesize", "run_episode", "write_csv", "episode_seeds"]
+__all__ = ["synthesize", "run_episode", "episode_seeds"]
 
 # scene -> prefix of the arm the demonstrator drives ("" = all actuated joints)
 DRIVEN_PREFIX = {"arm7": "", "teacher_learner": "teacher_"}
@@ -47,16 +49,6 @@ def run_episode(sim, demo: Demonstrator, joints: Sequence[str], n_steps: int,
         times[k] = sim.time
         q[k] = sim.positions(joints)
     return times, q
-
-
-def write_csv(path: Path, times: np.ndarray, positions: np.ndarray, names: Sequence[str]) -> None:
-    """CSV with header ``time,<names>``; time to 0.1 ms, positions to 6 significant digits."""
-    lines = ["time," + ",".join(names)]
-    # round to 1e-6 first so numerical dust (1e-28) and -0 print as "0"
-    pos = np.round(np.asarray(positions, dtype=float), 6) + 0.0
-    for t, row in zip(times, pos):
-        lines.append(f"{t:.4f}," + ",".join(f"{v:.6g}" for v in row))
-    Path(path).write_text("\n".join(lines) + "\n")
 
 
 def synthesize(out_dir, episodes: int, duration_s: float, seed: int, scene: str = "arm7",

@@ -1,0 +1,79 @@
+"""pvrnn-ros eval: error regression over held-out demonstrations, against baselines."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._common import ConfigError, fail, out_dir
+
+HELP = "run error regression over held-out demonstrations against baselines"
+DESCRIPTION = (
+    "Feed held-out demonstrations to error regression tick by tick at the model rate and compare its "
+    "predictions, on exactly the same steps, with the same PV-RNN without ER, zero-order hold, "
+    "constant velocity and a GRU trained on the same data for the same wall-clock budget. Writes "
+    "DIR/predictions/<episode>.npz, DIR/metrics.json, DIR/metrics.md and PNGs. Give several "
+    "comma-separated values to --window/--iterations/--lr to sweep them into one table (DIR/sweep.md)."
+)
+
+
+def _values(kind):
+    def parse(text: str):
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+
+    return parse
+
+
+def add_arguments(p):
+    p.add_argument("--model", required=True, metavar="PATH", help="checkpoint from `pvrnn-ros train`")
+    p.add_argument("--data", metavar="PATH", default=None,
+                   help="held-out demonstrations (default: the bundled held-out examples)")
+    p.add_argument("--out", metavar="DIR", default="runs/eval")
+    p.add_argument("--window", type=_values(int), default=None, help="W (comma-separated to sweep)")
+    p.add_argument("--iterations", type=_values(int), default=None, help="K (comma-separated to sweep)")
+    p.add_argument("--lr", type=_values(float), default=None, help="ER learning rate (comma-separated to sweep)")
+    p.add_argument("--horizon", type=int, default=None, help="P prediction steps")
+    p.add_argument("--samples", type=int, default=None, help="prior samples for the prediction spread")
+    p.add_argument("--backend", default=None, help="ER backend: auto, reference, cpu, triton")
+    p.add_argument("--gru-budget", type=float, default=None,
+                   help="GRU baseline training seconds (default: the PV-RNN's own training time)")
+    p.add_argument("--no-gru", action="store_true", help="skip the GRU baseline")
+    p.add_argument("--rate", type=float, default=None, help="rate of CSV/NPZ files without time")
+    p.add_argument("--topic", default=None, help="JointState topic in rosbag2 recordings")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args) -> int:
+    import copy
+
+    from pvrnn_ros.core.checkpoint import CheckpointError, load_checkpoint
+    from pvrnn_ros.core.data import DataError, example_data_dir, load_demonstrations
+    from pvrnn_ros.core.evaluate import evaluate, sweep
+
+    try:
+        trained = load_checkpoint(args.model)
+        data = Path(args.data) if args.data else example_data_dir().with_name("arm7_heldout")
+        demos = load_demonstrations(data, rate_hz=args.rate, joint_names=trained.joint_names, topic=args.topic)
+        cfg = copy.deepcopy(trained.config.er)
+        for key in ("horizon", "samples", "backend"):
+            if getattr(args, key) is not None:
+                setattr(cfg, key, getattr(args, key))
+        grid = {k: getattr(args, k) for k in ("window", "iterations", "lr") if getattr(args, k)}
+        for k, v in grid.items():
+            setattr(cfg, k, v[0])
+        cfg.validate("er", n_layers=len(trained.model.z_sizes))
+        out = out_dir(args.out)
+        print(f"{len(demos)} held-out demonstrations from {data}")
+        if any(len(v) > 1 for v in grid.values()):
+            sweep(trained, demos, out, grid, cfg, progress=not args.no_progress)
+            print((out / "sweep.md").read_text())
+            return 0
+        methods = ("er", "no_er", "hold", "const_velocity") + (() if args.no_gru else ("gru",))
+        evaluate(trained, demos, out, cfg, progress=not args.no_progress, gru_budget_s=args.gru_budget,
+                 methods=methods)
+    except (CheckpointError, DataError, ConfigError, ValueError) as exc:
+        return fail(str(exc))
+    print((out / "metrics.md").read_text())
+    print(f"wrote {out}/metrics.json, metrics.md, predictions/ and PNGs")
+    return 0
