@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=None, help="episodes recorded (default 8; quick 3)")
     parser.add_argument("--heldout", type=int, default=None, help="episodes kept for evaluation (default 2; quick 1)")
     parser.add_argument("--duration", type=float, default=None, help="s of sim time per episode (default 16; quick 6)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 1500; quick 30)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 2500; quick 30)")
     parser.add_argument("--config", default=None, help="model/training/ER YAML (default: built-in Config())")
     parser.add_argument("--rtf", type=float, default=4.0, help="real-time factor while recording")
     parser.add_argument("--imitate-seconds", type=float, default=None, help="live imitation length (default 30; quick 8)")
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     episodes = args.episodes or (3 if q else 8)
     heldout = args.heldout if args.heldout is not None else (1 if q else 2)
     duration = args.duration or (6.0 if q else 16.0)
-    epochs = args.epochs if args.epochs is not None else (30 if q else 1500)
+    epochs = args.epochs if args.epochs is not None else (30 if q else 2500)
     imitate_s = args.imitate_seconds or (8.0 if q else 30.0)
     gru_budget = args.gru_budget if args.gru_budget is not None else (2.0 if q else 30.0)
     if not 1 <= heldout < episodes:
