@@ -33,6 +33,7 @@ setup(
         "mujoco>=3.1",
         "gymnasium>=1.0",
         "numba>=0.59",
+        "mcap>=1.1",  # pvrnn-ros repair
     ],
     extras_require={
         "ros": [
@@ -41,10 +42,11 @@ setup(
             "ros-std-msgs",
             "ros-trajectory-msgs",
             "ros-rosgraph-msgs",
+            "ros-std-srvs",
             "ros-rmw-fastrtps-cpp",
         ],
         "gpu": ["triton>=3.0"],
-        "dev": ["pytest>=7", "mcap>=1.1", "triton>=3.0"],
+        "dev": ["pytest>=7", "triton>=3.0"],
     },
     tests_require=["pytest"],
     zip_safe=True,

@@ -16,6 +16,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "generate": ("generate", "generate sequences from a trained model (prior, posterior, target)"),
     "eval": ("eval", "run error regression over held-out demonstrations against baselines"),
     "synth": ("synth", "synthesize demonstrations in the MuJoCo arm sim"),
+    "repair": ("repair", "make rosbag2 recordings cut by a crash readable again"),
     "bench": ("bench", "benchmark ER tick latency and training speed per backend"),
     "node": ("node", "start one ROS 2 node: pvrnn-ros node er_node --ros-args ..."),
     "up": ("up", "bring up a node graph (same as a launch file) as separate processes"),

@@ -212,6 +212,10 @@ def discover(path: str | Path) -> list[Path]:
         raise DataError(f"{path}: no such file or directory")
     if path.is_file() or is_rosbag(path):
         return [path]
+    cut = sorted(p.name for p in path.iterdir() if p.is_dir() and not is_rosbag(p) and any(p.glob("*.mcap")))
+    if cut:
+        raise DataError(f"{path}: recordings {cut} have no metadata.yaml (cut by a crash?); "
+                        f"run `pvrnn-ros repair {path}` first")
     found = sorted(p for p in path.iterdir() if p.suffix in (".csv", ".npz") or is_rosbag(p))
     if not found:
         raise DataError(f"{path}: no demonstrations (.csv, .npz or rosbag2 directories) in this directory")

@@ -8,6 +8,7 @@ Triton) so faster backends replace that function without touching this engine.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -84,7 +85,7 @@ class ErrorRegression:
         from pvrnn_ros.kernels import get_backend
 
         self.trained = trained
-        self.cfg = config or trained.config.er
+        self.cfg = copy.deepcopy(config or trained.config.er)  # the engine never edits the model's config
         self.cfg.validate("er", n_layers=len(trained.model.z_sizes))
         self.model = trained.model
         self.backend = backend if backend is not None else get_backend(self.cfg.backend, trained.model)
