@@ -89,6 +89,7 @@ class TrainConfig:
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", or "auto"
     grad_clip: float = 0.0  # 0 disables
     threads: int = 1  # torch intra-op threads (1 is fastest for these small matrices); 0 = torch's default
+    backend: str = "auto"  # "auto" (cpu if numba imports and device is cpu), "reference" (autograd), "cpu"
 
     def validate(self, key: str = "train") -> None:
         _require(self.epochs >= 0, f"{key}.epochs", self.epochs, "an integer >= 0")
@@ -97,6 +98,8 @@ class TrainConfig:
         _require(self.checkpoint_every >= 1, f"{key}.checkpoint_every", self.checkpoint_every, "an integer >= 1")
         _require(self.grad_clip >= 0, f"{key}.grad_clip", self.grad_clip, "a value >= 0")
         _require(self.threads >= 0, f"{key}.threads", self.threads, "an integer >= 0")
+        _require(self.backend in ("auto", "reference", "cpu"), f"{key}.backend", self.backend,
+                 "one of auto, reference, cpu")
 
 
 @dataclass

@@ -70,9 +70,35 @@ class Trainer:
         self.trained = trained
         cfg = trained.config.train
         params = list(trained.model.parameters()) + list(trained.adaptive.parameters())
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        # train.backend: "reference" = autograd; "cpu" = fused numba loss and gradients
+        # (pvrnn_ros.kernels.cpu_train), same Adam; "auto" = cpu when numba imports and device is cpu
+        self.backend = cfg.backend
+        on_cpu = trained.device.type == "cpu"
+        if self.backend == "auto":
+            try:
+                from pvrnn_ros.kernels import cpu_train  # noqa: F401
+
+                self.backend = "cpu" if on_cpu else "reference"
+            except ImportError:
+                self.backend = "reference"
+            import logging
+
+            logging.getLogger("pvrnn_ros.train").info("train.backend auto -> %s", self.backend)
+        if self.backend == "cpu" and not on_cpu:
+            raise ValueError(f"train.backend = 'cpu' needs the model on the CPU, not {trained.device}")
+        if self.backend == "cpu":
+            from pvrnn_ros.kernels import cpu_train
+
+            self._cpu_train = cpu_train
+            self.optimizer = torch.optim.Adam(params, lr=cfg.lr, fused=True)  # same math, one kernel
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        fused = self.optimizer.defaults.get("fused")
         if trained.optimizer_state is not None:
             self.optimizer.load_state_dict(trained.optimizer_state)
+            for group in self.optimizer.param_groups:  # the saved flag is the saving backend's
+                if "fused" in group:
+                    group["fused"] = fused
         self.generator = torch.Generator(device=trained.device)
         if trained.rng_state is not None:
             self.generator.set_state(trained.rng_state)
@@ -96,6 +122,32 @@ class Trainer:
         kl = torch.zeros(len(model.z_sizes))
         for idx in batches:
             sel = (lambda x: x) if idx is None else (lambda x: x[idx])
+            if self.backend == "cpu":  # fused kernel: loss and all gradients, then the same Adam step
+                a_mu, a_ls = sel(A.mu.detach()), sel(A.logsigma.detach())
+                eps = torch.randn(a_mu.shape, generator=self.generator, device=tr.device, dtype=a_mu.dtype)
+                step_mask = sel(self.step_mask)
+                terms, param_grads, g_mu, g_ls = self._cpu_train.model_grads(
+                    model, a_mu, a_ls, eps, sel(self.target), sel(self.joint_mask), step_mask,
+                    model.kl_w, model.kl_w1, data=sel(tr.data))
+                self.optimizer.zero_grad(set_to_none=True)
+                for p, g in param_grads:
+                    p.grad = g
+                if idx is None:
+                    A.mu.grad, A.logsigma.grad = g_mu, g_ls
+                else:  # as autograd through the row selection: zero outside the batch
+                    A.mu.grad, A.logsigma.grad = torch.zeros_like(A.mu), torch.zeros_like(A.logsigma)
+                    A.mu.grad[idx], A.logsigma.grad[idx] = g_mu, g_ls
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
+                                                   cfg.grad_clip)
+                self.optimizer.step()
+                n = a_mu.shape[0]
+                total += terms.total * n
+                rec += terms.rec * n
+                kl += terms.kl_by_layer * n
+                sq += terms.sq_err
+                steps += float(step_mask.sum())
+                continue
             a_mu, a_ls = sel(A.mu), sel(A.logsigma)
             eps = torch.randn(a_mu.shape, generator=self.generator, device=tr.device, dtype=a_mu.dtype)
             out = model.posterior_forward(a_mu, a_ls, eps)

@@ -69,98 +69,197 @@ def _dot(a, b):
     return acc
 
 
-@njit(cache=True, fastmath=_FM, error_model="numpy")
-def _forward(W_rec, W_zd, b_h, inv_tau, W_pT, b_p, has_q, W_qT, b_q, W_oT, b_o,
-             amu, als, use_eps, eps, lmin, lmax, fast, first_unit, kl_w, kl_w1, z_layer, inv_zl,
-             softmax, tgt, jmask, smask, offs, nbins, refs, has_data, data, inv_N,
-             X, MUQ, LSQ, SQ, OKQ, KMU, KLS, R, stats):
-    """Forward of every sequence from the zero state, with the loss and its direct gradients.
+@njit(cache=True, fastmath=_FM, inline="always", error_model="numpy")
+def _matvec_acc(v, x, W, n):
+    """v[:ncols] += x[:n] @ W[:n], four rows per pass (one load/store of v per four FMAs)."""
+    nc = W.shape[1]
+    r = 0
+    while r + 4 <= n:
+        x0 = x[r]
+        x1 = x[r + 1]
+        x2 = x[r + 2]
+        x3 = x[r + 3]
+        w0 = W[r]
+        w1 = W[r + 1]
+        w2 = W[r + 2]
+        w3 = W[r + 3]
+        for c in range(nc):
+            v[c] += x0 * w0[c] + x1 * w1[c] + x2 * w2[c] + x3 * w3[c]
+        r += 4
+    while r < n:
+        x0 = x[r]
+        w0 = W[r]
+        for c in range(nc):
+            v[c] += x0 * w0[c]
+        r += 1
 
-    Inputs batch-major [N, T, ...]; buffers time-major, laid out so that every weight gradient is
-    one product X^T R over the (T+1) N rows afterwards:
-      X [T+1, N, Dsum + Z]: X[t, :, :Dsum] = the d step t reads (row 0: zero state; row t+1: d_t),
-        X[t, :, Dsum:] = z_t (row T: 0);
-      R [T+1, N, Dsum + 4Z + O]: R[t, :, Dsum:Dsum+2Z] = dL/d(prior pre-activation at t) (set
-        here), [:Dsum] and [Dsum+2Z:Dsum+4Z] by `_backward`, R[t+1, :, Dsum+4Z:] = dL/draw_t.
-    MUQ, LSQ, SQ, OKQ, KMU, KLS [T, N, Z]. stats (float64): rec sum, weighted KL sum, decoded
-    squared error, then per layer the unweighted KL / z_l (all summed over sequences)."""
+
+@njit(cache=True, fastmath=_FM, inline="always", error_model="numpy")
+def _posterior_unit(a, pre, e, use_eps, lmin, lmax, fast):
+    """(mu_q, clamped log sigma_q, sigma_q, clamp-gradient mask, z) of one unit."""
+    mq = _tanh32(a) if fast else _tanh(a)
+    ok = 1.0
+    if pre < lmin:
+        pre = lmin
+        ok = 0.0
+    elif pre > lmax:
+        pre = lmax
+        ok = 0.0
+    s = math.exp(pre)
+    z = mq + s * e if use_eps else mq
+    return mq, pre, s, ok, z
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _posterior_a(amu, als, use_eps, eps, lmin, lmax, fast, X, MUQ, LSQ, SQ, OKQ):
+    """Posterior "A" (independent of d): every (t, n) at once; z_t into X[t, :, Dsum:]."""
     N, T, Z = amu.shape
-    Dsum = W_rec.shape[0]
-    O, d1 = W_oT.shape
-    D = jmask.shape[2]
-    inv_D = 1.0 / D
-    dt = W_rec.dtype
-    oc = Dsum + 4 * Z
-    u = np.empty(Dsum, dt)
-    h = np.empty(Dsum, dt)
-    q = np.zeros(2 * Z, dt)
-    pr = np.zeros(2 * Z, dt)
-    raw = np.empty(O, dt)
-    ex = np.empty(tgt.shape[3])
-    for n in range(N):
-        for c in range(Dsum):
-            h[c] = 0.0
-        X[0, n, :] = 0.0
-        X[T, n, Dsum:] = 0.0
-        R[0, n, oc:] = 0.0
-        R[T, n, :oc] = 0.0
-        for t in range(T):
-            dp = X[t, n, :Dsum]
-            sm = smask[n, t]
-            # posterior and z
-            if has_q:
-                for c in range(2 * Z):
-                    q[c] = b_q[c] + _dot(dp, W_qT[c])
+    Dsum = X.shape[2] - Z
+    for t in range(T):
+        for n in range(N):
             for i in range(Z):
-                a = q[i] + amu[n, t, i] if has_q else amu[n, t, i]
-                mq = _tanh32(a) if fast else _tanh(a)
-                pre = q[Z + i] + als[n, t, i] if has_q else als[n, t, i]
-                ok = 1.0
-                if pre < lmin:
-                    pre = lmin
-                    ok = 0.0
-                elif pre > lmax:
-                    pre = lmax
-                    ok = 0.0
-                s = math.exp(pre)
+                e = eps[n, t, i] if use_eps else 0.0
+                mq, ls, s, ok, z = _posterior_unit(amu[n, t, i], als[n, t, i], e, use_eps, lmin, lmax, fast)
                 MUQ[t, n, i] = mq
-                LSQ[t, n, i] = pre
+                LSQ[t, n, i] = ls
                 SQ[t, n, i] = s
                 OKQ[t, n, i] = ok
-                X[t, n, Dsum + i] = mq + s * eps[n, t, i] if use_eps else mq
-            # MTRNN update
-            for c in range(Dsum):
-                u[c] = b_h[c]
-            for r in range(Dsum):
-                x = dp[r]
+                X[t, n, Dsum + i] = z
+
+
+@njit(cache=True, fastmath=_FM, inline="always", error_model="numpy")
+def _mv4(V, x0, x1, x2, x3, W, n):
+    """V[k, :] += x_k[:n] @ W[:n] for four vectors at once: each pass over two rows of W feeds
+    eight FMAs per loaded W element pair (the recurrences' matrix-vector products, batched over
+    four sequences)."""
+    nc = W.shape[1]
+    v0 = V[0]
+    v1 = V[1]
+    v2 = V[2]
+    v3 = V[3]
+    r = 0
+    while r + 2 <= n:
+        w0 = W[r]
+        w1 = W[r + 1]
+        a0 = x0[r]
+        a1 = x0[r + 1]
+        b0 = x1[r]
+        b1 = x1[r + 1]
+        c0 = x2[r]
+        c1 = x2[r + 1]
+        e0 = x3[r]
+        e1 = x3[r + 1]
+        for c in range(nc):
+            y0 = w0[c]
+            y1 = w1[c]
+            v0[c] += a0 * y0 + a1 * y1
+            v1[c] += b0 * y0 + b1 * y1
+            v2[c] += c0 * y0 + c1 * y1
+            v3[c] += e0 * y0 + e1 * y1
+        r += 2
+    if r < n:
+        w0 = W[r]
+        a0 = x0[r]
+        b0 = x1[r]
+        c0 = x2[r]
+        e0 = x3[r]
+        for c in range(nc):
+            y0 = w0[c]
+            v0[c] += a0 * y0
+            v1[c] += b0 * y0
+            v2[c] += c0 * y0
+            v3[c] += e0 * y0
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _recur(W_rq, W_zd, b_h, b_q, inv_tau, has_q, DRIVE, amu, als, use_eps, eps, lmin, lmax, fast,
+           X, MUQ, LSQ, SQ, OKQ):
+    """The forward recurrence of every sequence from the zero state, four sequences at a time.
+    W_rq = [W_rec | W_q] (one matrix-vector product gives u and the posterior pre-activations).
+    Posterior "A": the drive z_t W_zd + b_h is precomputed in DRIVE [T, N, Dsum]; "d+A": the
+    posterior is computed here. X [T+1, N, Dsum + Z]: X[t, :, :Dsum] = the d step t reads (row 0:
+    zero state), X[t, :, Dsum:] = z_t (row T: 0)."""
+    N, T, Z = amu.shape
+    Dsum, Wc = W_rq.shape
+    dt = W_rq.dtype
+    V = np.empty((4, Wc), dt)
+    H = np.empty((4, Dsum), dt)
+    for n in range(N):
+        for c in range(Dsum):
+            X[0, n, c] = 0.0
+        for c in range(Dsum + Z):
+            X[T, n, c] = 0.0
+    for n0 in range(0, N, 4):
+        nk = min(4, N - n0)  # a last partial block repeats its last sequence (results discarded)
+        H[:, :] = 0.0
+        for t in range(T):
+            for k in range(4):
+                n = n0 + min(k, nk - 1)
+                if has_q:
+                    for c in range(Dsum):
+                        V[k, c] = b_h[c]
+                    for c in range(2 * Z):
+                        V[k, Dsum + c] = b_q[c]
+                else:
+                    for c in range(Dsum):
+                        V[k, c] = DRIVE[t, n, c]
+            i1, i2, i3 = n0 + min(1, nk - 1), n0 + min(2, nk - 1), n0 + min(3, nk - 1)
+            _mv4(V, X[t, n0, :Dsum], X[t, i1, :Dsum], X[t, i2, :Dsum], X[t, i3, :Dsum], W_rq, Dsum)
+            for k in range(nk):
+                n = n0 + k
+                v = V[k]
+                h = H[k]
+                if has_q:
+                    for i in range(Z):
+                        e = eps[n, t, i] if use_eps else 0.0
+                        mq, ls, s, ok, z = _posterior_unit(v[Dsum + i] + amu[n, t, i], v[Dsum + Z + i] + als[n, t, i],
+                                                           e, use_eps, lmin, lmax, fast)
+                        MUQ[t, n, i] = mq
+                        LSQ[t, n, i] = ls
+                        SQ[t, n, i] = s
+                        OKQ[t, n, i] = ok
+                        X[t, n, Dsum + i] = z
+                        for c in range(Dsum):
+                            v[c] += z * W_zd[i, c]
                 for c in range(Dsum):
-                    u[c] += x * W_rec[r, c]
-            for r in range(Z):
-                x = X[t, n, Dsum + r]
-                for c in range(Dsum):
-                    u[c] += x * W_zd[r, c]
-            dn = X[t + 1, n, :Dsum]
-            for c in range(Dsum):
-                h[c] += inv_tau[c] * (u[c] - h[c])
-            if fast:
-                for c in range(Dsum):
-                    dn[c] = _tanh32(h[c])
-            else:
-                for c in range(Dsum):
-                    dn[c] = _tanh(h[c])
-            # prior from d_{t-1}, KL and its direct gradients
-            unit = first_unit and t == 0
-            if not unit:
-                for c in range(2 * Z):
-                    pr[c] = b_p[c] + _dot(dp, W_pT[c])
+                    h[c] += inv_tau[c] * (v[c] - h[c])
+                dn = X[t + 1, n, :Dsum]
+                if fast:
+                    for c in range(Dsum):
+                        dn[c] = _tanh32(h[c])
+                else:
+                    for c in range(Dsum):
+                        dn[c] = _tanh(h[c])
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _loss(P, RAW, MUQ, LSQ, SQ, lmin, lmax, fast, first_unit, kl_w, kl_w1, z_layer, inv_zl,
+          softmax, tgt, jmask, smask, offs, nbins, refs, has_data, data, inv_N, KMU, KLS, R, stats):
+    """KL and reconstruction terms of every (t, n) and their direct gradients (no recurrence).
+    P [T, N, 2Z] prior pre-activations (from d_{t-1}), RAW [T, N, O] outputs. Writes KMU, KLS
+    (dL/dmu_q, dL/dlog sigma_q) [T, N, Z], R[t, :, Dsum:Dsum+2Z] = dL/dP_t, R[t+1, :, op:op+O] =
+    dL/draw_t. stats (float64): rec sum, weighted KL sum, decoded squared error, then per layer
+    the unweighted KL / z_l (all summed over sequences)."""
+    T, N, Z = MUQ.shape
+    O = RAW.shape[2]
+    D = jmask.shape[2]
+    Dsum = R.shape[2] - 4 * Z - O
+    op = Dsum + 2 * Z
+    inv_D = 1.0 / D
+    ex = np.empty(tgt.shape[3])
+    for t in range(T):
+        unit = first_unit and t == 0
+        for n in range(N):
+            sm = smask[n, t]
+            wsm = sm * inv_N
             for i in range(Z):
                 mp = 0.0
                 lp = 0.0
                 okp = 0.0
                 w = kl_w1[i]
                 if not unit:
-                    mp = _tanh32(pr[i]) if fast else _tanh(pr[i])
-                    lp = pr[Z + i]
+                    mp = _tanh32(P[t, n, i]) if fast else _tanh(P[t, n, i])
+                    lp = P[t, n, Z + i]
                     okp = 1.0
                     if lp < lmin:
                         lp = lmin
@@ -169,15 +268,14 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_pT, b_p, has_q, W_qT, b_q, W_oT, b_o,
                         lp = lmax
                         okp = 0.0
                     w = kl_w[i]
-                mq = MUQ[t, n, i]
                 sq = SQ[t, n, i]
                 inv2p = math.exp(-2.0 * lp)
-                dm = mq - mp
+                dm = MUQ[t, n, i] - mp
                 sq2 = sq * sq
                 kl = (lp - LSQ[t, n, i] + (sq2 + dm * dm) * inv2p * 0.5 - 0.5) * sm
                 stats[1] += w * kl
                 stats[3 + z_layer[i]] += kl * inv_zl[z_layer[i]]
-                wm = w * sm * inv_N
+                wm = w * wsm
                 kmu = wm * dm * inv2p
                 KMU[t, n, i] = kmu
                 KLS[t, n, i] = wm * (sq2 * inv2p - 1.0)
@@ -187,14 +285,11 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_pT, b_p, has_q, W_qT, b_q, W_oT, b_o,
                 else:
                     R[t, n, Dsum + i] = -kmu * (1.0 - mp * mp)
                     R[t, n, Dsum + Z + i] = wm * (1.0 - (sq2 + dm * dm) * inv2p) * okp
-            # output and reconstruction
-            d1v = dn[:d1]
-            for o in range(O):
-                raw[o] = b_o[o] + _dot(d1v, W_oT[o])
-            g_out = R[t + 1, n, oc:]
+            raw = RAW[t, n]
+            g_out = R[t + 1, n, op:op + O]
             rec = 0.0
             sqe = 0.0
-            gs = sm * inv_D * inv_N
+            gs = wsm * inv_D
             if softmax:
                 # rec_j = sum_k p_k log p_k - sum_k p_k raw_k + (sum_k p_k) logsumexp(raw_j)
                 for j in range(D):
@@ -241,66 +336,79 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_pT, b_p, has_q, W_qT, b_q, W_oT, b_o,
                         sqe += e2 * e2
             stats[0] += rec * inv_D * sm
             stats[2] += sqe * sm
+    for n in range(N):
+        for c in range(O):
+            R[0, n, op + c] = 0.0
+        for c in range(op):
+            R[T, n, c] = 0.0
+        for c in range(2 * Z):
+            R[T, n, op + O + c] = 0.0
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
-def _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_oT, use_eps, eps, X, MUQ, SQ, OKQ, KMU, KLS, R):
-    """BPTT of every sequence from the buffers `_forward` filled. Writes R[t, n] columns [0, Dsum):
-    dL/du_t (1/tau included, so dL/dW_rec = sum_t d_{t-1}^T g_u_t), [Dsum + 2Z, Dsum + 4Z):
-    dL/d(posterior pre-activations) = dL/d[A_mu | A_ls] at t."""
+def _brecur(W_recT, W_zd, inv_tau, has_q, W_qT, use_eps, eps, X, MUQ, SQ, OKQ, KMU, KLS, GDIR, R):
+    """BPTT of every sequence, four at a time. GDIR [T, N, Dsum]: the direct dL/dd_t (output at t,
+    prior at t+1). Writes R[t, n, :Dsum] = dL/du_t (1/tau included, so dL/dW_rec = sum_t
+    d_{t-1}^T g_u_t) and, for "d+A", R[t, n, -2Z:] = dL/d(posterior pre-activations) = dL/dA."""
     T, N, Z = MUQ.shape
     Dsum = W_recT.shape[0]
-    O, d1 = W_oT.shape
+    oq = R.shape[2] - 2 * Z
     dt = W_recT.dtype
-    gd = np.empty(Dsum, dt)
-    gcarry = np.empty(Dsum, dt)
-    oq = Dsum + 2 * Z
-    oc = Dsum + 4 * Z
-    for n in range(N):
-        for c in range(Dsum):
-            gd[c] = 0.0
-            gcarry[c] = 0.0
+    GD = np.empty((4, Dsum), dt)
+    GC = np.empty((4, Dsum), dt)
+    for n0 in range(0, N, 4):
+        nk = min(4, N - n0)
+        GD[:, :] = 0.0
+        GC[:, :] = 0.0
         for t in range(T - 1, -1, -1):
-            dn = X[t + 1, n, :Dsum]
-            g_out = R[t + 1, n, oc:]
-            for o in range(O):
-                g = g_out[o]
-                if g != 0.0:
-                    for r in range(d1):
-                        gd[r] += g * W_oT[o, r]
-            Gt = R[t, n]
-            for c in range(Dsum):
-                gh = gd[c] * (1.0 - dn[c] * dn[c]) + gcarry[c]
-                gu = gh * inv_tau[c]
-                Gt[c] = gu
-                gcarry[c] = gh - gu
-            gu = Gt[:Dsum]
+            for k in range(4):
+                n = n0 + min(k, nk - 1)
+                gd = GD[k]
+                gcarry = GC[k]
+                dn = X[t + 1, n, :Dsum]
+                gdir = GDIR[t, n]
+                gu = R[t, n, :Dsum]
+                for c in range(Dsum):
+                    gh = (gd[c] + gdir[c]) * (1.0 - dn[c] * dn[c]) + gcarry[c]
+                    g = gh * inv_tau[c]
+                    gu[c] = g
+                    gcarry[c] = gh - g
+                if has_q:
+                    Gt = R[t, n]
+                    for i in range(Z):
+                        gz = _dot(gu, W_zd[i])
+                        mq = MUQ[t, n, i]
+                        gls = KLS[t, n, i]
+                        if use_eps:
+                            gls += gz * eps[n, t, i] * SQ[t, n, i]
+                        Gt[oq + i] = (gz + KMU[t, n, i]) * (1.0 - mq * mq)
+                        Gt[oq + Z + i] = gls * OKQ[t, n, i]
+            if t == 0:
+                break
+            GD[:, :] = 0.0
+            i1, i2, i3 = n0 + min(1, nk - 1), n0 + min(2, nk - 1), n0 + min(3, nk - 1)
+            _mv4(GD, R[t, n0, :Dsum], R[t, i1, :Dsum], R[t, i2, :Dsum], R[t, i3, :Dsum], W_recT, Dsum)
+            if has_q:
+                for k in range(4):
+                    n = n0 + min(k, nk - 1)
+                    _matvec_acc(GD[k], R[t, n, oq:], W_qT, 2 * Z)
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _posterior_a_grad(GZ, use_eps, eps, MUQ, SQ, OKQ, KMU, KLS, R):
+    """Posterior "A": dL/dA from dL/dz_t = g_u_t W_zd^T (GZ [T, N, Z]) into R[t, n, oq:]."""
+    T, N, Z = MUQ.shape
+    oq = R.shape[2] - 2 * Z
+    for t in range(T):
+        for n in range(N):
             for i in range(Z):
-                gz = _dot(gu, W_zd[i])
+                gz = GZ[t, n, i]
                 mq = MUQ[t, n, i]
                 gls = KLS[t, n, i]
                 if use_eps:
                     gls += gz * eps[n, t, i] * SQ[t, n, i]
-                Gt[oq + i] = (gz + KMU[t, n, i]) * (1.0 - mq * mq)
-                Gt[oq + Z + i] = gls * OKQ[t, n, i]
-            if t == 0:
-                break
-            for r in range(Dsum):
-                gd[r] = 0.0
-            for c in range(Dsum):
-                g = gu[c]
-                for r in range(Dsum):
-                    gd[r] += g * W_recT[c, r]
-            for c in range(2 * Z):
-                g = Gt[Dsum + c]
-                if g != 0.0:
-                    for r in range(Dsum):
-                        gd[r] += g * W_pT[c, r]
-            if has_q:
-                for c in range(2 * Z):
-                    g = Gt[oq + c]
-                    for r in range(Dsum):
-                        gd[r] += g * W_qT[c, r]
+                R[t, n, oq + i] = (gz + KMU[t, n, i]) * (1.0 - mq * mq)
+                R[t, n, oq + Z + i] = gls * OKQ[t, n, i]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -355,6 +463,213 @@ def _consts(model) -> _Consts:
     return hit
 
 
+class _Weights(NamedTuple):
+    """The flat weights as contiguous numpy arrays in the compute dtype, in the kernels' layout."""
+
+    W_rq: np.ndarray  # [Dsum, Dsum (+ 2Z)]: [W_rec | W_q]
+    W_recT: np.ndarray  # [Dsum, Dsum]
+    W_qT: np.ndarray  # [2Z, Dsum] (zeros without W_q)
+    W_zd: np.ndarray  # [Z, Dsum]
+    b_h: np.ndarray
+    b_q: np.ndarray  # [2Z] (zeros without W_q)
+    inv_tau: np.ndarray
+    W_p: np.ndarray  # [Dsum, 2Z]
+    b_p: np.ndarray
+    W_o: np.ndarray  # [d1, O]
+    b_o: np.ndarray
+    W_dir: np.ndarray  # [2Z + O, Dsum]: [W_p^T ; W_o^T zero-padded], for the direct dL/dd
+    has_q: bool
+
+
+def _weights_from_flat(fw: FlatWeights) -> _Weights:
+    dtype = fw.W_rec.dtype
+
+    def a(x):
+        return np.ascontiguousarray(x.detach().cpu().to(dtype).numpy())
+
+    Dsum = fw.W_rec.shape[0]
+    Z2 = fw.W_p.shape[1]
+    d1, O = fw.W_o.shape
+    has_q = fw.W_q is not None
+    W_rec = a(fw.W_rec)
+    W_q = a(fw.W_q) if has_q else np.zeros((Dsum, Z2), W_rec.dtype)
+    W_dir = np.zeros((Z2 + O, Dsum), W_rec.dtype)
+    W_dir[:Z2] = a(fw.W_p).T
+    W_dir[Z2:, :d1] = a(fw.W_o).T
+    return _Weights(np.ascontiguousarray(np.concatenate([W_rec, W_q], 1)) if has_q else W_rec,
+                    np.ascontiguousarray(W_rec.T), np.ascontiguousarray(W_q.T), a(fw.W_zd), a(fw.b_h),
+                    a(fw.b_q) if has_q else np.zeros(Z2, W_rec.dtype), a(fw.inv_tau), a(fw.W_p), a(fw.b_p),
+                    a(fw.W_o), a(fw.b_o), W_dir, has_q)
+
+
+class _Layout:
+    """`PVRNN.flat()` as numpy copies into persistent buffers (no autograd graph, a few µs) and its
+    transpose for the gradients; cached on the model, rebuilt if its parameters are replaced."""
+
+    def __init__(self, model):
+        self.key = self._key(model)
+        ds, zs = model.d_sizes, model.z_sizes
+        doff = np.concatenate([[0], np.cumsum(ds)]).astype(int).tolist()
+        zoff = np.concatenate([[0], np.cumsum(zs)]).astype(int).tolist()
+        Dsum, Z = doff[-1], zoff[-1]
+        d1, O = model.out.weight.shape[1], model.out.weight.shape[0]
+        self.has_q = model.cfg.posterior == "d+A"
+        npdt = model.inv_tau.detach().cpu().numpy().dtype
+        Wc = Dsum + (2 * Z if self.has_q else 0)
+        W_rq = np.zeros((Dsum, Wc), npdt)
+        W_dir = np.zeros((2 * Z + O, Dsum), npdt)
+        W_zd = np.zeros((Z, Dsum), npdt)
+        b_h, b_p, b_q = np.zeros(Dsum, npdt), np.zeros(2 * Z, npdt), np.zeros(2 * Z, npdt)
+        W_o, b_o = np.zeros((d1, O), npdt), np.zeros(O, npdt)
+        self.w = _Weights(W_rq, np.zeros((Dsum, Dsum), npdt), np.zeros((2 * Z, Dsum), npdt), W_zd, b_h, b_q,
+                          model.inv_tau.detach().cpu().numpy().astype(npdt), np.zeros((Dsum, 2 * Z), npdt),
+                          b_p, W_o, b_o, W_dir, self.has_q)
+        cp = []  # (destination view, parameter, transpose, row slice of the parameter)
+        gm = []  # (parameter, [(row slice of param, source: "M" or "b", rows, cols, transpose)])
+        self.rec_blocks = []  # (dst rows, dst cols) of W_rec blocks, for W_recT
+        for i, layer in enumerate(model.layers):
+            d = slice(doff[i], doff[i + 1])
+            z = slice(zoff[i], zoff[i + 1])
+            zl = slice(Z + zoff[i], Z + zoff[i + 1])
+            srcs = [(i, layer.rec.weight)]
+            if layer.top is not None:
+                srcs.append((i + 1, layer.top.weight))
+            if layer.bottom is not None:
+                srcs.append((i - 1, layer.bottom.weight))
+            for src, p in srcs:
+                rs = slice(doff[src], doff[src + 1])
+                cp.append((W_rq[rs, d], p, True, slice(None)))
+                self.rec_blocks.append((rs, d))
+                gm.append((p, [(slice(None), "M", rs, d, True)]))
+            cp.append((b_h[d], layer.rec.bias, False, slice(None)))
+            gm.append((layer.rec.bias, [(slice(None), "b", None, d, False)]))
+            cp.append((W_zd[z, d], layer.z_in.weight, True, slice(None)))
+            gm.append((layer.z_in.weight, [(slice(None), "M", slice(Dsum + zoff[i], Dsum + zoff[i + 1]), d, True)]))
+            zi = zs[i]
+            heads = [(layer.prior, W_dir, b_p, 0, True)]  # prior weights live transposed in W_dir
+            if self.has_q:
+                heads.append((layer.posterior, W_rq, b_q, Dsum, False))
+            for lin, Wd, bd, col0, in_dir in heads:
+                gcol = Dsum if in_dir else Dsum + 4 * Z + O - 2 * Z  # R column of g_prior / g_A
+                for half, zz in ((slice(0, zi), z), (slice(zi, 2 * zi), zl)):
+                    if in_dir:
+                        cp.append((Wd[zz, d], lin.weight, False, half))
+                    else:
+                        cp.append((Wd[d, col0 + zz.start:col0 + zz.stop], lin.weight, True, half))
+                    cp.append((bd[zz], lin.bias, False, half))
+                gm.append((lin.weight, [(slice(0, zi), "M", d, slice(gcol + z.start, gcol + z.stop), True),
+                                        (slice(zi, 2 * zi), "M", d, slice(gcol + zl.start, gcol + zl.stop), True)]))
+                gm.append((lin.bias, [(slice(0, zi), "b", None, slice(gcol + z.start, gcol + z.stop), False),
+                                      (slice(zi, 2 * zi), "b", None, slice(gcol + zl.start, gcol + zl.stop), False)]))
+        op = Dsum + 2 * Z
+        cp.append((W_o, model.out.weight, True, slice(None)))
+        cp.append((W_dir[2 * Z:, :d1], model.out.weight, False, slice(None)))
+        cp.append((b_o, model.out.bias, False, slice(None)))
+        gm.append((model.out.weight, [(slice(None), "M", slice(0, d1), slice(op, op + O), True)]))
+        gm.append((model.out.bias, [(slice(None), "b", None, slice(op, op + O), False)]))
+        self.copies, self.grad_map = cp, gm
+        self.Dsum = Dsum
+
+    @staticmethod
+    def _key(model):
+        return tuple((id(p), p.shape) for p in model.parameters()) + (model.cfg.posterior,)
+
+    def fill(self) -> _Weights:
+        """Copy the current parameter values into the buffers."""
+        for dst, p, transpose, rows in self.copies:
+            src = p.detach().numpy()[rows]
+            dst[...] = src.T if transpose else src
+        w = self.w
+        np.copyto(w.W_p.T, w.W_dir[:w.W_p.shape[1]])  # W_p from its transpose
+        Dsum = self.Dsum
+        for rs, d in self.rec_blocks:
+            w.W_recT[d, rs] = w.W_rq[rs, d].T
+        if self.has_q:
+            w.W_qT[...] = w.W_rq[:, Dsum:].T
+        return w
+
+    def param_grads(self, M: np.ndarray, gb: np.ndarray) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+        out = []
+        for p, parts in self.grad_map:
+            g = np.empty(tuple(p.shape), M.dtype)
+            for prow, src, rows, cols, transpose in parts:
+                block = M[rows, cols] if src == "M" else gb[cols]
+                g[prow] = block.T if transpose else block
+            out.append((p, torch.from_numpy(g)))
+        return out
+
+
+def _layout(model) -> _Layout:
+    lay = model.__dict__.get("_cpu_train_layout")
+    if lay is None or lay.key != _Layout._key(model):
+        lay = model.__dict__["_cpu_train_layout"] = _Layout(model)
+    return lay
+
+
+def _run(model, w: _Weights, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_w, kl_w1, data,
+         first_is_unit_prior):
+    """Both kernels and the weight-gradient product. Returns (terms, M [Dsum+Z, Wr], gb [Wr],
+    g_a [N, T, 2Z], column offsets (op, oq)) with M = X^T R as documented in `_forward`."""
+    npdt = w.W_recT.dtype
+    dtype = torch.from_numpy(w.b_h[:0]).dtype
+    N, T, Z = a_mu.shape
+    Dsum = w.W_recT.shape[0]
+    d1, O = w.W_o.shape
+    has_q = w.has_q
+    K = _consts(model)
+
+    def n_(x):
+        return x.detach().to(dtype).contiguous().numpy()
+
+    use_eps = eps is not None
+    ep = n_(eps) if use_eps else np.zeros((1, 1, 1), npdt)
+    tgt = target.detach().to(dtype)
+    tgt = (tgt if K.softmax else tgt.unsqueeze(-1)).contiguous().numpy()
+    has_data = data is not None
+    dat = n_(data) if has_data else np.zeros((1, 1, 1), npdt)
+    inv_N = 1.0 / N
+    # R [T+1, N, Wr] columns: [g_u (Dsum) | g_prior (2Z) | g_raw (O) | g_A (2Z)]; row t pairs with X row t
+    op = Dsum + 2 * Z
+    oq = op + O
+    Wr = oq + 2 * Z
+    TN = T * N
+    X = torch.empty(T + 1, N, Dsum + Z, dtype=dtype)
+    R = torch.empty(T + 1, N, Wr, dtype=dtype)
+    MUQ, LSQ, SQ, OKQ, KMU, KLS = (np.empty((T, N, Z), npdt) for _ in range(6))
+    stats = np.zeros(3 + len(model.z_sizes))
+    Xn, Rn = X.numpy(), R.numpy()
+    Xf, Rf = X.view(-1, Dsum + Z), R.view(-1, Wr)
+    lmin, lmax, fast = float(model.cfg.logsigma_min), float(model.cfg.logsigma_max), npdt == np.float32
+    amu, als = n_(a_mu), n_(a_ls)
+    if has_q:
+        DRIVE = np.zeros((1, 1, 1), npdt)
+    else:
+        _posterior_a(amu, als, use_eps, ep, lmin, lmax, fast, Xn, MUQ, LSQ, SQ, OKQ)
+        DRIVE = torch.addmm(torch.from_numpy(w.b_h), Xf[:TN, Dsum:], torch.from_numpy(w.W_zd))  # z W_zd + b_h
+        DRIVE = DRIVE.numpy().reshape(T, N, Dsum)
+    _recur(w.W_rq, w.W_zd, w.b_h, w.b_q, w.inv_tau, has_q, DRIVE, amu, als, use_eps, ep, lmin, lmax, fast,
+           Xn, MUQ, LSQ, SQ, OKQ)
+    P = torch.addmm(torch.from_numpy(w.b_p), Xf[:TN, :Dsum], torch.from_numpy(w.W_p))  # prior, from d_{t-1}
+    RAW = torch.addmm(torch.from_numpy(w.b_o), Xf[N:, :d1], torch.from_numpy(w.W_o))  # output, from d_t
+    _loss(P.numpy().reshape(T, N, 2 * Z), RAW.numpy().reshape(T, N, O), MUQ, LSQ, SQ, lmin, lmax, fast,
+          bool(first_is_unit_prior), n_(kl_w), n_(kl_w1), K.z_layer, K.inv_zl,
+          K.softmax, tgt, n_(joint_mask), n_(step_mask), K.offs, K.nbins, K.refs, has_data, dat, inv_N,
+          KMU, KLS, Rn, stats)
+    # direct dL/dd_t = g_prior_{t+1} W_p^T + g_raw_t W_o^T: one product over R's row blocks 1..T
+    GDIR = (Rf[N:, Dsum:oq] @ torch.from_numpy(w.W_dir)).numpy().reshape(T, N, Dsum)
+    _brecur(w.W_recT, w.W_zd, w.inv_tau, has_q, w.W_qT, use_eps, ep, Xn, MUQ, SQ, OKQ, KMU, KLS, GDIR, Rn)
+    if not has_q:
+        GZ = (Rf[:TN, :Dsum] @ torch.from_numpy(w.W_zd).t()).numpy().reshape(T, N, Z)
+        _posterior_a_grad(GZ, use_eps, ep, MUQ, SQ, OKQ, KMU, KLS, Rn)
+    # every weight gradient in one product over the (T+1) N rows, the biases as column sums
+    M = Xf.t() @ (Rf if has_q else Rf[:, :oq])
+    gb = Rf.sum(0)
+    g_a = R[:T, :, oq:].transpose(0, 1)  # [N, T, 2Z]
+    terms = TrainTerms(float((stats[0] + stats[1]) * inv_N), float(stats[0] * inv_N),
+                       torch.from_numpy(stats[3:] * inv_N).float(), float(stats[2]))
+    return terms, M, gb, g_a, op, oq
+
+
 @torch.no_grad()
 def loss_and_grads(model, fw: FlatWeights, a_mu: torch.Tensor, a_ls: torch.Tensor, eps: torch.Tensor | None,
                    target: torch.Tensor, joint_mask: torch.Tensor, step_mask: torch.Tensor,
@@ -368,61 +683,29 @@ def loss_and_grads(model, fw: FlatWeights, a_mu: torch.Tensor, a_ls: torch.Tenso
     joint_mask [N, T, D]; step_mask [N, T]; `data` (normalised [N, T, D]) adds the decoded-output
     squared error to the terms. CPU tensors; computed in the dtype of fw.W_rec (float32: the
     hidden-state tanh is a rational approximation, |error| < 3e-7; losses accumulate in float64)."""
-    dtype = fw.W_rec.dtype
-    N, T, Z = a_mu.shape
-    Dsum = fw.W_rec.shape[0]
-    d1, O = fw.W_o.shape
-    has_q = fw.W_q is not None
-    K = _consts(model)
-
-    def c(x):
-        return x.detach().to(dtype).contiguous()
-
-    def n_(x):
-        return c(x).numpy()
-
-    W_rec = c(fw.W_rec)
-    W_recT, W_pT, W_oT = n_(fw.W_rec.t()), n_(fw.W_p.t()), n_(fw.W_o.t())
-    npdt = W_recT.dtype
-    if has_q:
-        W_qT, b_q = n_(fw.W_q.t()), n_(fw.b_q)
-    else:
-        W_qT, b_q = np.zeros((2 * Z, Dsum), npdt), np.zeros(2 * Z, npdt)
-    use_eps = eps is not None
-    ep = n_(eps) if use_eps else np.zeros((1, 1, 1), npdt)
-    tgt = target.detach().to(dtype)
-    tgt = (tgt if K.softmax else tgt.unsqueeze(-1)).contiguous().numpy()
-    has_data = data is not None
-    dat = n_(data) if has_data else np.zeros((1, 1, 1), npdt)
-    inv_tau = n_(fw.inv_tau)
-    W_zd = n_(fw.W_zd)
-    inv_N = 1.0 / N
-
-    oq, oc = Dsum + 2 * Z, Dsum + 4 * Z
-    X = torch.empty(T + 1, N, Dsum + Z, dtype=dtype)
-    R = torch.empty(T + 1, N, oc + O, dtype=dtype)
-    MUQ, LSQ, SQ, OKQ, KMU, KLS = (np.empty((T, N, Z), npdt) for _ in range(6))
-    stats = np.zeros(3 + len(model.z_sizes))
-    Xn, Rn = X.numpy(), R.numpy()
-    _forward(W_rec.numpy(), W_zd, n_(fw.b_h), inv_tau, W_pT, n_(fw.b_p), has_q, W_qT, b_q,
-             W_oT, n_(fw.b_o), n_(a_mu), n_(a_ls), use_eps, ep,
-             float(model.cfg.logsigma_min), float(model.cfg.logsigma_max), dtype == torch.float32,
-             bool(first_is_unit_prior), n_(kl_w), n_(kl_w1), K.z_layer, K.inv_zl,
-             K.softmax, tgt, n_(joint_mask), n_(step_mask), K.offs, K.nbins, K.refs, has_data, dat, inv_N,
-             Xn, MUQ, LSQ, SQ, OKQ, KMU, KLS, Rn, stats)
-    _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_oT, use_eps, ep, Xn, MUQ, SQ, OKQ, KMU, KLS, Rn)
-
-    # every weight gradient in one product over the (T+1) N rows, the biases as column sums
-    Rf = R.view(-1, oc + O)
-    M = X.view(-1, Dsum + Z).t() @ Rf  # [Dsum + Z, Dsum + 4Z + O]
-    gb = Rf.sum(0)
-    g_a = R[:T, :, oq:oc].transpose(0, 1)  # [N, T, 2Z]
-    grads = TrainGrads(M[:Dsum, :Dsum], M[Dsum:, :Dsum], gb[:Dsum], M[:Dsum, Dsum:oq], gb[Dsum:oq],
-                       M[:Dsum, oq:oc] if has_q else None, gb[oq:oc] if has_q else None,
-                       M[:d1, oc:], gb[oc:], g_a[..., :Z].contiguous(), g_a[..., Z:].contiguous())
-    terms = TrainTerms(float((stats[0] + stats[1]) * inv_N), float(stats[0] * inv_N),
-                       torch.from_numpy(stats[3:] * inv_N).float(), float(stats[2]))
+    w = _weights_from_flat(fw)
+    terms, M, gb, g_a, op, oq = _run(model, w, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_w, kl_w1,
+                                     data, first_is_unit_prior)
+    Dsum, Z, d1 = w.W_recT.shape[0], a_mu.shape[2], w.W_o.shape[0]
+    grads = TrainGrads(M[:Dsum, :Dsum], M[Dsum:, :Dsum], gb[:Dsum], M[:Dsum, Dsum:op], gb[Dsum:op],
+                       M[:Dsum, oq:] if w.has_q else None, gb[oq:] if w.has_q else None,
+                       M[:d1, op:oq], gb[op:oq], g_a[..., :Z].contiguous(), g_a[..., Z:].contiguous())
     return terms, grads
+
+
+@torch.no_grad()
+def model_grads(model, a_mu: torch.Tensor, a_ls: torch.Tensor, eps: torch.Tensor | None,
+                target: torch.Tensor, joint_mask: torch.Tensor, step_mask: torch.Tensor,
+                kl_w: torch.Tensor, kl_w1: torch.Tensor, data: torch.Tensor | None = None,
+                first_is_unit_prior: bool = True):
+    """As `loss_and_grads` on `model.flat()`, with the gradients mapped straight onto the model's
+    parameters (no flat() assembly, no autograd): (terms, [(parameter, gradient)], dL/dA_mu,
+    dL/dA_ls). This is the training fast path (`train.backend: cpu`)."""
+    lay = _layout(model)
+    terms, M, gb, g_a, _, _ = _run(model, lay.fill(), a_mu, a_ls, eps, target, joint_mask, step_mask,
+                                   kl_w, kl_w1, data, first_is_unit_prior)
+    Z = a_mu.shape[2]
+    return terms, lay.param_grads(M.numpy(), gb.numpy()), g_a[..., :Z].contiguous(), g_a[..., Z:].contiguous()
 
 
 def flat_grads(grads: TrainGrads) -> list[tuple[str, torch.Tensor]]:
@@ -450,3 +733,4 @@ def warmup() -> float:
                     loss_and_grads(model, model.flat(), a, a, e, model.coding.target(x), torch.ones_like(x),
                                    torch.ones(1, 2, dtype=dtype), model.kl_w, model.kl_w1, data=x)
     return time.perf_counter() - t0
+
