@@ -111,20 +111,56 @@ def _posterior_unit(a, pre, e, use_eps, lmin, lmax, fast):
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
-def _posterior_a(amu, als, use_eps, eps, lmin, lmax, fast, X, MUQ, LSQ, SQ, OKQ):
-    """Posterior "A" (independent of d): every (t, n) at once; z_t into X[t, :, Dsum:]."""
+def _posterior_act(amu, als, lmin, lmax, fast, MUQ, LSQ, OKQ):
+    """Posterior "A" without the exp: mu_q = tanh(A_mu), clamped log sigma and its gradient mask,
+    from batch-major [N, T, Z] into time-major [T, N, Z]."""
     N, T, Z = amu.shape
-    Dsum = X.shape[2] - Z
     for t in range(T):
         for n in range(N):
             for i in range(Z):
-                e = eps[n, t, i] if use_eps else 0.0
-                mq, ls, s, ok, z = _posterior_unit(amu[n, t, i], als[n, t, i], e, use_eps, lmin, lmax, fast)
-                MUQ[t, n, i] = mq
-                LSQ[t, n, i] = ls
-                SQ[t, n, i] = s
+                a = amu[n, t, i]
+                MUQ[t, n, i] = _tanh32(a) if fast else _tanh(a)
+                pre = als[n, t, i]
+                ok = 1.0
+                if pre < lmin:
+                    pre = lmin
+                    ok = 0.0
+                elif pre > lmax:
+                    pre = lmax
+                    ok = 0.0
+                LSQ[t, n, i] = pre
                 OKQ[t, n, i] = ok
-                X[t, n, Dsum + i] = z
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _prior_act(P, lmin, lmax, fast, first_unit, MP, LP, OKP):
+    """Prior from its pre-activations P [T, N, 2Z]: mu_p = tanh, clamped log sigma, and the
+    gradient masks OKP [T, N, 2Z] (0 for the unit prior at t = 0 and where the clamp is active)."""
+    T, N, Z2 = P.shape
+    Z = Z2 // 2
+    for t in range(T):
+        unit = first_unit and t == 0
+        for n in range(N):
+            for i in range(Z):
+                if unit:
+                    MP[t, n, i] = 0.0
+                    LP[t, n, i] = 0.0
+                    OKP[t, n, i] = 0.0
+                    OKP[t, n, Z + i] = 0.0
+                    continue
+                a = P[t, n, i]
+                MP[t, n, i] = _tanh32(a) if fast else _tanh(a)
+                pre = P[t, n, Z + i]
+                ok = 1.0
+                if pre < lmin:
+                    pre = lmin
+                    ok = 0.0
+                elif pre > lmax:
+                    pre = lmax
+                    ok = 0.0
+                LP[t, n, i] = pre
+                OKP[t, n, i] = 1.0
+                OKP[t, n, Z + i] = ok
 
 
 @njit(cache=True, fastmath=_FM, inline="always", error_model="numpy")
@@ -233,18 +269,19 @@ def _recur(W_rq, W_zd, b_h, b_q, inv_tau, has_q, DRIVE, amu, als, use_eps, eps, 
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
-def _loss(P, RAW, MUQ, LSQ, SQ, lmin, lmax, fast, first_unit, kl_w, kl_w1, z_layer, inv_zl,
-          softmax, tgt, jmask, smask, offs, nbins, refs, has_data, data, inv_N, KMU, KLS, R, stats):
+def _loss(MP, LP, OKP, INV2P, RAW, MUQ, LSQ, SQ, fast, first_unit, kl_w, kl_w1, z_layer, inv_zl,
+          softmax, tgt, jmask, smask, offs, nbins, refs, has_data, data, inv_N, op, KMU, KLS, R, stats):
     """KL and reconstruction terms of every (t, n) and their direct gradients (no recurrence).
-    P [T, N, 2Z] prior pre-activations (from d_{t-1}), RAW [T, N, O] outputs. Writes KMU, KLS
-    (dL/dmu_q, dL/dlog sigma_q) [T, N, Z], R[t, :, Dsum:Dsum+2Z] = dL/dP_t, R[t+1, :, op:op+O] =
+    MP, LP, INV2P [T, N, Z]: prior mu, clamped log sigma, sigma^-2 (row 0 the unit prior if
+    first_unit); OKP [T, N, 2Z]: gradient masks of the prior pre-activations (0 for the unit prior
+    and where the log sigma clamp is active); RAW [T, N, O] outputs. Writes KMU, KLS (dL/dmu_q, dL/dlog
+    sigma_q) [T, N, Z], R[t, :, op-2Z:op] = dL/d(prior pre-activations at t), R[t+1, :, op:op+O] =
     dL/draw_t. stats (float64): rec sum, weighted KL sum, decoded squared error, then per layer
     the unweighted KL / z_l (all summed over sequences)."""
     T, N, Z = MUQ.shape
     O = RAW.shape[2]
     D = jmask.shape[2]
-    Dsum = R.shape[2] - 4 * Z - O
-    op = Dsum + 2 * Z
+    Dsum = op - 2 * Z
     inv_D = 1.0 / D
     ex = np.empty(tgt.shape[3])
     for t in range(T):
@@ -252,39 +289,25 @@ def _loss(P, RAW, MUQ, LSQ, SQ, lmin, lmax, fast, first_unit, kl_w, kl_w1, z_lay
         for n in range(N):
             sm = smask[n, t]
             wsm = sm * inv_N
+            kls = 0.0
             for i in range(Z):
-                mp = 0.0
-                lp = 0.0
-                okp = 0.0
-                w = kl_w1[i]
-                if not unit:
-                    mp = _tanh32(P[t, n, i]) if fast else _tanh(P[t, n, i])
-                    lp = P[t, n, Z + i]
-                    okp = 1.0
-                    if lp < lmin:
-                        lp = lmin
-                        okp = 0.0
-                    elif lp > lmax:
-                        lp = lmax
-                        okp = 0.0
-                    w = kl_w[i]
+                w = kl_w1[i] if unit else kl_w[i]
+                mp = MP[t, n, i]
+                lp = LP[t, n, i]
                 sq = SQ[t, n, i]
-                inv2p = math.exp(-2.0 * lp)
+                inv2p = INV2P[t, n, i]
                 dm = MUQ[t, n, i] - mp
                 sq2 = sq * sq
                 kl = (lp - LSQ[t, n, i] + (sq2 + dm * dm) * inv2p * 0.5 - 0.5) * sm
-                stats[1] += w * kl
+                kls += w * kl
                 stats[3 + z_layer[i]] += kl * inv_zl[z_layer[i]]
                 wm = w * wsm
                 kmu = wm * dm * inv2p
                 KMU[t, n, i] = kmu
                 KLS[t, n, i] = wm * (sq2 * inv2p - 1.0)
-                if unit:  # N(0, I): no prior weights involved
-                    R[t, n, Dsum + i] = 0.0
-                    R[t, n, Dsum + Z + i] = 0.0
-                else:
-                    R[t, n, Dsum + i] = -kmu * (1.0 - mp * mp)
-                    R[t, n, Dsum + Z + i] = wm * (1.0 - (sq2 + dm * dm) * inv2p) * okp
+                R[t, n, Dsum + i] = -kmu * (1.0 - mp * mp) * OKP[t, n, i]
+                R[t, n, Dsum + Z + i] = wm * (1.0 - (sq2 + dm * dm) * inv2p) * OKP[t, n, Z + i]
+            stats[1] += kls
             raw = RAW[t, n]
             g_out = R[t + 1, n, op:op + O]
             rec = 0.0
@@ -341,18 +364,15 @@ def _loss(P, RAW, MUQ, LSQ, SQ, lmin, lmax, fast, first_unit, kl_w, kl_w1, z_lay
             R[0, n, op + c] = 0.0
         for c in range(op):
             R[T, n, c] = 0.0
-        for c in range(2 * Z):
-            R[T, n, op + O + c] = 0.0
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
-def _brecur(W_recT, W_zd, inv_tau, has_q, W_qT, use_eps, eps, X, MUQ, SQ, OKQ, KMU, KLS, GDIR, R):
+def _brecur(W_recT, W_zd, inv_tau, has_q, W_qT, use_eps, eps, X, MUQ, SQ, OKQ, KMU, KLS, GDIR, oq, R):
     """BPTT of every sequence, four at a time. GDIR [T, N, Dsum]: the direct dL/dd_t (output at t,
     prior at t+1). Writes R[t, n, :Dsum] = dL/du_t (1/tau included, so dL/dW_rec = sum_t
-    d_{t-1}^T g_u_t) and, for "d+A", R[t, n, -2Z:] = dL/d(posterior pre-activations) = dL/dA."""
+    d_{t-1}^T g_u_t) and, for "d+A", R[t, n, oq:oq+2Z] = dL/d(posterior pre-activations) = dL/dA."""
     T, N, Z = MUQ.shape
     Dsum = W_recT.shape[0]
-    oq = R.shape[2] - 2 * Z
     dt = W_recT.dtype
     GD = np.empty((4, Dsum), dt)
     GC = np.empty((4, Dsum), dt)
@@ -391,14 +411,13 @@ def _brecur(W_recT, W_zd, inv_tau, has_q, W_qT, use_eps, eps, X, MUQ, SQ, OKQ, K
             if has_q:
                 for k in range(4):
                     n = n0 + min(k, nk - 1)
-                    _matvec_acc(GD[k], R[t, n, oq:], W_qT, 2 * Z)
+                    _matvec_acc(GD[k], R[t, n, oq:oq + 2 * Z], W_qT, 2 * Z)
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
-def _posterior_a_grad(GZ, use_eps, eps, MUQ, SQ, OKQ, KMU, KLS, R):
-    """Posterior "A": dL/dA from dL/dz_t = g_u_t W_zd^T (GZ [T, N, Z]) into R[t, n, oq:]."""
+def _posterior_a_grad(GZ, use_eps, eps, MUQ, SQ, OKQ, KMU, KLS, oq, R):
+    """Posterior "A": dL/dA from dL/dz_t = g_u_t W_zd^T (GZ [T, N, Z]) into R[t, n, oq:oq+2Z]."""
     T, N, Z = MUQ.shape
-    oq = R.shape[2] - 2 * Z
     for t in range(T):
         for n in range(N):
             for i in range(Z):
@@ -461,6 +480,13 @@ def _consts(model) -> _Consts:
     if hit is None:
         hit = model.__dict__["_cpu_train_consts"] = _Consts(model)
     return hit
+
+
+def _offsets(Dsum: int, Z: int, O: int) -> tuple[int, int, int, int]:
+    """Column layout of the X and R buffers (see `_run`): (op, oq, XW, RW)."""
+    op = Dsum + 2 * Z
+    oq = -(-(op + O) // 8) * 8  # g_A columns start 8-aligned after g_raw
+    return op, oq, -(-(Dsum + Z) // 8) * 8, oq + -(-2 * Z // 8) * 8
 
 
 class _Weights(NamedTuple):
@@ -550,7 +576,7 @@ class _Layout:
             if self.has_q:
                 heads.append((layer.posterior, W_rq, b_q, Dsum, False))
             for lin, Wd, bd, col0, in_dir in heads:
-                gcol = Dsum if in_dir else Dsum + 4 * Z + O - 2 * Z  # R column of g_prior / g_A
+                gcol = Dsum if in_dir else _offsets(Dsum, Z, O)[1]  # R column of g_prior / g_A
                 for half, zz in ((slice(0, zi), z), (slice(zi, 2 * zi), zl)):
                     if in_dir:
                         cp.append((Wd[zz, d], lin.weight, False, half))
@@ -572,7 +598,13 @@ class _Layout:
 
     @staticmethod
     def _key(model):
-        return tuple((id(p), p.shape) for p in model.parameters()) + (model.cfg.posterior,)
+        return tuple((id(p), p.shape, p.dtype) for p in model.parameters()) + (model.cfg.posterior,)
+
+    def valid_for(self, model) -> bool:
+        """Cheap check (every step) that the model still holds the parameters this was built on."""
+        first, last = self.key[0], self.key[-2]
+        p0, p1 = model.layers[0].rec.weight, model.out.bias
+        return first[0] == id(p0) and last[0] == id(p1) and first[2] == p0.dtype and first[1] == p0.shape
 
     def fill(self) -> _Weights:
         """Copy the current parameter values into the buffers."""
@@ -601,7 +633,7 @@ class _Layout:
 
 def _layout(model) -> _Layout:
     lay = model.__dict__.get("_cpu_train_layout")
-    if lay is None or lay.key != _Layout._key(model):
+    if lay is None or not lay.valid_for(model):
         lay = model.__dict__["_cpu_train_layout"] = _Layout(model)
     return lay
 
@@ -628,43 +660,57 @@ def _run(model, w: _Weights, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_
     has_data = data is not None
     dat = n_(data) if has_data else np.zeros((1, 1, 1), npdt)
     inv_N = 1.0 / N
-    # R [T+1, N, Wr] columns: [g_u (Dsum) | g_prior (2Z) | g_raw (O) | g_A (2Z)]; row t pairs with X row t
-    op = Dsum + 2 * Z
-    oq = op + O
-    Wr = oq + 2 * Z
+    # X [T+1, N, XW]: [d read at step t (Dsum) | z_t (Z) | pad]; R [T+1, N, RW]: [g_u (Dsum) |
+    # g_prior (2Z) | g_raw (O) | pad | g_A (2Z)]; row t of R pairs with row t of X; widths padded
+    # to multiples of 8 (the weight-gradient product is faster on aligned rows)
+    op, oq, XW, RW = _offsets(Dsum, Z, O)
     TN = T * N
-    X = torch.empty(T + 1, N, Dsum + Z, dtype=dtype)
-    R = torch.empty(T + 1, N, Wr, dtype=dtype)
-    MUQ, LSQ, SQ, OKQ, KMU, KLS = (np.empty((T, N, Z), npdt) for _ in range(6))
+    X = torch.zeros(T + 1, N, XW, dtype=dtype)
+    R = torch.zeros(T + 1, N, RW, dtype=dtype)
+    MUQ, LSQ, SQ, OKQ = (torch.empty(T, N, Z, dtype=dtype) for _ in range(4))
+    KMU, KLS = np.empty((T, N, Z), npdt), np.empty((T, N, Z), npdt)
     stats = np.zeros(3 + len(model.z_sizes))
     Xn, Rn = X.numpy(), R.numpy()
-    Xf, Rf = X.view(-1, Dsum + Z), R.view(-1, Wr)
+    Xf, Rf = X.view(-1, XW), R.view(-1, RW)
     lmin, lmax, fast = float(model.cfg.logsigma_min), float(model.cfg.logsigma_max), npdt == np.float32
     amu, als = n_(a_mu), n_(a_ls)
     if has_q:
         DRIVE = np.zeros((1, 1, 1), npdt)
-    else:
-        _posterior_a(amu, als, use_eps, ep, lmin, lmax, fast, Xn, MUQ, LSQ, SQ, OKQ)
-        DRIVE = torch.addmm(torch.from_numpy(w.b_h), Xf[:TN, Dsum:], torch.from_numpy(w.W_zd))  # z W_zd + b_h
-        DRIVE = DRIVE.numpy().reshape(T, N, Dsum)
+    else:  # posterior "A" does not depend on d: all (t, n) at once, vectorised
+        _posterior_act(amu, als, lmin, lmax, fast, MUQ.numpy(), LSQ.numpy(), OKQ.numpy())
+        torch.exp(LSQ, out=SQ)
+        zv = X[:T, :, Dsum:Dsum + Z]
+        if use_eps:
+            zv.copy_(torch.addcmul(MUQ, SQ, torch.from_numpy(ep).transpose(0, 1)))
+        else:
+            zv.copy_(MUQ)
+        DRIVE = torch.addmm(torch.from_numpy(w.b_h), Xf[:TN, Dsum:Dsum + Z], torch.from_numpy(w.W_zd))
+        DRIVE = DRIVE.numpy().reshape(T, N, Dsum)  # z_t W_zd + b_h
+    MUQn, LSQn, SQn, OKQn = MUQ.numpy(), LSQ.numpy(), SQ.numpy(), OKQ.numpy()
     _recur(w.W_rq, w.W_zd, w.b_h, w.b_q, w.inv_tau, has_q, DRIVE, amu, als, use_eps, ep, lmin, lmax, fast,
-           Xn, MUQ, LSQ, SQ, OKQ)
-    P = torch.addmm(torch.from_numpy(w.b_p), Xf[:TN, :Dsum], torch.from_numpy(w.W_p))  # prior, from d_{t-1}
-    RAW = torch.addmm(torch.from_numpy(w.b_o), Xf[N:, :d1], torch.from_numpy(w.W_o))  # output, from d_t
-    _loss(P.numpy().reshape(T, N, 2 * Z), RAW.numpy().reshape(T, N, O), MUQ, LSQ, SQ, lmin, lmax, fast,
-          bool(first_is_unit_prior), n_(kl_w), n_(kl_w1), K.z_layer, K.inv_zl,
-          K.softmax, tgt, n_(joint_mask), n_(step_mask), K.offs, K.nbins, K.refs, has_data, dat, inv_N,
+           Xn, MUQn, LSQn, SQn, OKQn)
+    # prior from d_{t-1}, output from d_t: one product each over all (t, n), then the prior's
+    # nonlinearities vectorised
+    P = torch.addmm(torch.from_numpy(w.b_p), Xf[:TN, :Dsum], torch.from_numpy(w.W_p)).view(T, N, 2 * Z)
+    RAW = torch.addmm(torch.from_numpy(w.b_o), Xf[N:, :d1], torch.from_numpy(w.W_o))
+    MP, LP = torch.empty(T, N, Z, dtype=dtype), torch.empty(T, N, Z, dtype=dtype)
+    OKP = torch.empty(T, N, 2 * Z, dtype=dtype)
+    _prior_act(P.numpy(), lmin, lmax, fast, bool(first_is_unit_prior), MP.numpy(), LP.numpy(), OKP.numpy())
+    INV2P = torch.exp(-2.0 * LP)
+    _loss(MP.numpy(), LP.numpy(), OKP.numpy(), INV2P.numpy(), RAW.numpy().reshape(T, N, O),
+          MUQn, LSQn, SQn, fast, bool(first_is_unit_prior), n_(kl_w), n_(kl_w1), K.z_layer, K.inv_zl,
+          K.softmax, tgt, n_(joint_mask), n_(step_mask), K.offs, K.nbins, K.refs, has_data, dat, inv_N, op,
           KMU, KLS, Rn, stats)
     # direct dL/dd_t = g_prior_{t+1} W_p^T + g_raw_t W_o^T: one product over R's row blocks 1..T
-    GDIR = (Rf[N:, Dsum:oq] @ torch.from_numpy(w.W_dir)).numpy().reshape(T, N, Dsum)
-    _brecur(w.W_recT, w.W_zd, w.inv_tau, has_q, w.W_qT, use_eps, ep, Xn, MUQ, SQ, OKQ, KMU, KLS, GDIR, Rn)
+    GDIR = (Rf[N:, Dsum:op + O] @ torch.from_numpy(w.W_dir)).numpy().reshape(T, N, Dsum)
+    _brecur(w.W_recT, w.W_zd, w.inv_tau, has_q, w.W_qT, use_eps, ep, Xn, MUQn, SQn, OKQn, KMU, KLS, GDIR, oq, Rn)
     if not has_q:
         GZ = (Rf[:TN, :Dsum] @ torch.from_numpy(w.W_zd).t()).numpy().reshape(T, N, Z)
-        _posterior_a_grad(GZ, use_eps, ep, MUQ, SQ, OKQ, KMU, KLS, Rn)
+        _posterior_a_grad(GZ, use_eps, ep, MUQn, SQn, OKQn, KMU, KLS, oq, Rn)
     # every weight gradient in one product over the (T+1) N rows, the biases as column sums
-    M = Xf.t() @ (Rf if has_q else Rf[:, :oq])
+    M = Xf.t() @ (Rf if has_q else Rf[:, :oq])  # (the g_A columns are W_q's)
     gb = Rf.sum(0)
-    g_a = R[:T, :, oq:].transpose(0, 1)  # [N, T, 2Z]
+    g_a = R[:T, :, oq:oq + 2 * Z].transpose(0, 1)  # [N, T, 2Z]
     terms = TrainTerms(float((stats[0] + stats[1]) * inv_N), float(stats[0] * inv_N),
                        torch.from_numpy(stats[3:] * inv_N).float(), float(stats[2]))
     return terms, M, gb, g_a, op, oq
@@ -686,10 +732,10 @@ def loss_and_grads(model, fw: FlatWeights, a_mu: torch.Tensor, a_ls: torch.Tenso
     w = _weights_from_flat(fw)
     terms, M, gb, g_a, op, oq = _run(model, w, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_w, kl_w1,
                                      data, first_is_unit_prior)
-    Dsum, Z, d1 = w.W_recT.shape[0], a_mu.shape[2], w.W_o.shape[0]
-    grads = TrainGrads(M[:Dsum, :Dsum], M[Dsum:, :Dsum], gb[:Dsum], M[:Dsum, Dsum:op], gb[Dsum:op],
-                       M[:Dsum, oq:] if w.has_q else None, gb[oq:] if w.has_q else None,
-                       M[:d1, op:oq], gb[op:oq], g_a[..., :Z].contiguous(), g_a[..., Z:].contiguous())
+    Dsum, Z, (d1, O) = w.W_recT.shape[0], a_mu.shape[2], w.W_o.shape
+    grads = TrainGrads(M[:Dsum, :Dsum], M[Dsum:Dsum + Z, :Dsum], gb[:Dsum], M[:Dsum, Dsum:op], gb[Dsum:op],
+                       M[:Dsum, oq:oq + 2 * Z] if w.has_q else None, gb[oq:oq + 2 * Z] if w.has_q else None,
+                       M[:d1, op:op + O], gb[op:op + O], g_a[..., :Z].contiguous(), g_a[..., Z:].contiguous())
     return terms, grads
 
 
