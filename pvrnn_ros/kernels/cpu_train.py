@@ -133,8 +133,8 @@ def _posterior_act(amu, als, lmin, lmax, fast, MUQ, LSQ, OKQ):
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
-def _prior_act(P, lmin, lmax, fast, first_unit, MP, LP, OKP):
-    """Prior from its pre-activations P [T, N, 2Z]: mu_p = tanh, clamped log sigma, and the
+def _prior_act(P, b_p, lmin, lmax, fast, first_unit, MP, LP, OKP):
+    """Prior from its pre-activations P + b_p (P [T, N, 2Z]): mu_p = tanh, clamped log sigma, and the
     gradient masks OKP [T, N, 2Z] (0 for the unit prior at t = 0 and where the clamp is active)."""
     T, N, Z2 = P.shape
     Z = Z2 // 2
@@ -148,9 +148,9 @@ def _prior_act(P, lmin, lmax, fast, first_unit, MP, LP, OKP):
                     OKP[t, n, i] = 0.0
                     OKP[t, n, Z + i] = 0.0
                     continue
-                a = P[t, n, i]
+                a = P[t, n, i] + b_p[i]
                 MP[t, n, i] = _tanh32(a) if fast else _tanh(a)
-                pre = P[t, n, Z + i]
+                pre = P[t, n, Z + i] + b_p[Z + i]
                 ok = 1.0
                 if pre < lmin:
                     pre = lmin
@@ -208,13 +208,13 @@ def _mv4(V, x0, x1, x2, x3, W, n):
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
-def _recur(W_rq, W_zd, b_h, b_q, inv_tau, has_q, DRIVE, amu, als, use_eps, eps, lmin, lmax, fast,
+def _recur(W_rq, W_zd, b_h, b_q, inv_tau, has_q, amu, als, use_eps, eps, lmin, lmax, fast,
            X, MUQ, LSQ, SQ, OKQ):
     """The forward recurrence of every sequence from the zero state, four sequences at a time.
     W_rq = [W_rec | W_q] (one matrix-vector product gives u and the posterior pre-activations).
-    Posterior "A": the drive z_t W_zd + b_h is precomputed in DRIVE [T, N, Dsum]; "d+A": the
-    posterior is computed here. X [T+1, N, Dsum + Z]: X[t, :, :Dsum] = the d step t reads (row 0:
-    zero state), X[t, :, Dsum:] = z_t (row T: 0)."""
+    Posterior "A": z_t is precomputed in X[t, :, Dsum:Dsum+Z]; "d+A": the posterior is computed
+    here. X [T+1, N, >= Dsum + Z]: X[t, :, :Dsum] = the d step t reads (row 0: zero state),
+    X[t, :, Dsum:Dsum+Z] = z_t (row T: 0)."""
     N, T, Z = amu.shape
     Dsum, Wc = W_rq.shape
     dt = W_rq.dtype
@@ -230,15 +230,11 @@ def _recur(W_rq, W_zd, b_h, b_q, inv_tau, has_q, DRIVE, amu, als, use_eps, eps, 
         H[:, :] = 0.0
         for t in range(T):
             for k in range(4):
-                n = n0 + min(k, nk - 1)
+                for c in range(Dsum):
+                    V[k, c] = b_h[c]
                 if has_q:
-                    for c in range(Dsum):
-                        V[k, c] = b_h[c]
                     for c in range(2 * Z):
                         V[k, Dsum + c] = b_q[c]
-                else:
-                    for c in range(Dsum):
-                        V[k, c] = DRIVE[t, n, c]
             i1, i2, i3 = n0 + min(1, nk - 1), n0 + min(2, nk - 1), n0 + min(3, nk - 1)
             _mv4(V, X[t, n0, :Dsum], X[t, i1, :Dsum], X[t, i2, :Dsum], X[t, i3, :Dsum], W_rq, Dsum)
             for k in range(nk):
@@ -255,8 +251,10 @@ def _recur(W_rq, W_zd, b_h, b_q, inv_tau, has_q, DRIVE, amu, als, use_eps, eps, 
                         SQ[t, n, i] = s
                         OKQ[t, n, i] = ok
                         X[t, n, Dsum + i] = z
-                        for c in range(Dsum):
-                            v[c] += z * W_zd[i, c]
+                for i in range(Z):
+                    z = X[t, n, Dsum + i]
+                    for c in range(Dsum):
+                        v[c] += z * W_zd[i, c]
                 for c in range(Dsum):
                     h[c] += inv_tau[c] * (v[c] - h[c])
                 dn = X[t + 1, n, :Dsum]
@@ -269,7 +267,7 @@ def _recur(W_rq, W_zd, b_h, b_q, inv_tau, has_q, DRIVE, amu, als, use_eps, eps, 
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
-def _loss(MP, LP, OKP, INV2P, RAW, MUQ, LSQ, SQ, fast, first_unit, kl_w, kl_w1, z_layer, inv_zl,
+def _loss(MP, LP, OKP, INV2P, RAW, b_o, MUQ, LSQ, SQ, fast, first_unit, kl_w, kl_w1, z_layer, inv_zl,
           softmax, tgt, jmask, smask, offs, nbins, refs, has_data, data, inv_N, op, KMU, KLS, R, stats):
     """KL and reconstruction terms of every (t, n) and their direct gradients (no recurrence).
     MP, LP, INV2P [T, N, Z]: prior mu, clamped log sigma, sigma^-2 (row 0 the unit prior if
@@ -284,6 +282,7 @@ def _loss(MP, LP, OKP, INV2P, RAW, MUQ, LSQ, SQ, fast, first_unit, kl_w, kl_w1, 
     Dsum = op - 2 * Z
     inv_D = 1.0 / D
     ex = np.empty(tgt.shape[3])
+    raw = np.empty(O, RAW.dtype)
     for t in range(T):
         unit = first_unit and t == 0
         for n in range(N):
@@ -308,7 +307,8 @@ def _loss(MP, LP, OKP, INV2P, RAW, MUQ, LSQ, SQ, fast, first_unit, kl_w, kl_w1, 
                 R[t, n, Dsum + i] = -kmu * (1.0 - mp * mp) * OKP[t, n, i]
                 R[t, n, Dsum + Z + i] = wm * (1.0 - (sq2 + dm * dm) * inv2p) * OKP[t, n, Z + i]
             stats[1] += kls
-            raw = RAW[t, n]
+            for o in range(O):
+                raw[o] = RAW[t, n, o] + b_o[o]
             g_out = R[t + 1, n, op:op + O]
             rec = 0.0
             sqe = 0.0
@@ -499,12 +499,12 @@ class _Weights(NamedTuple):
     b_h: np.ndarray
     b_q: np.ndarray  # [2Z] (zeros without W_q)
     inv_tau: np.ndarray
-    W_p: np.ndarray  # [Dsum, 2Z]
     b_p: np.ndarray
-    W_o: np.ndarray  # [d1, O]
     b_o: np.ndarray
     W_dir: np.ndarray  # [2Z + O, Dsum]: [W_p^T ; W_o^T zero-padded], for the direct dL/dd
+    W_po: np.ndarray  # W_dir^T [Dsum, 2Z + O]: prior and output pre-activations in one product
     has_q: bool
+    d1: int
 
 
 def _weights_from_flat(fw: FlatWeights) -> _Weights:
@@ -524,8 +524,8 @@ def _weights_from_flat(fw: FlatWeights) -> _Weights:
     W_dir[Z2:, :d1] = a(fw.W_o).T
     return _Weights(np.ascontiguousarray(np.concatenate([W_rec, W_q], 1)) if has_q else W_rec,
                     np.ascontiguousarray(W_rec.T), np.ascontiguousarray(W_q.T), a(fw.W_zd), a(fw.b_h),
-                    a(fw.b_q) if has_q else np.zeros(Z2, W_rec.dtype), a(fw.inv_tau), a(fw.W_p), a(fw.b_p),
-                    a(fw.W_o), a(fw.b_o), W_dir, has_q)
+                    a(fw.b_q) if has_q else np.zeros(Z2, W_rec.dtype), a(fw.inv_tau), a(fw.b_p),
+                    a(fw.b_o), W_dir, np.ascontiguousarray(W_dir.T), has_q, d1)
 
 
 class _Layout:
@@ -546,10 +546,10 @@ class _Layout:
         W_dir = np.zeros((2 * Z + O, Dsum), npdt)
         W_zd = np.zeros((Z, Dsum), npdt)
         b_h, b_p, b_q = np.zeros(Dsum, npdt), np.zeros(2 * Z, npdt), np.zeros(2 * Z, npdt)
-        W_o, b_o = np.zeros((d1, O), npdt), np.zeros(O, npdt)
+        b_o = np.zeros(O, npdt)
         self.w = _Weights(W_rq, np.zeros((Dsum, Dsum), npdt), np.zeros((2 * Z, Dsum), npdt), W_zd, b_h, b_q,
-                          model.inv_tau.detach().cpu().numpy().astype(npdt), np.zeros((Dsum, 2 * Z), npdt),
-                          b_p, W_o, b_o, W_dir, self.has_q)
+                          model.inv_tau.detach().cpu().numpy().astype(npdt), b_p, b_o, W_dir,
+                          np.zeros((Dsum, 2 * Z + O), npdt), self.has_q, d1)
         cp = []  # (destination view, parameter, transpose, row slice of the parameter)
         gm = []  # (parameter, [(row slice of param, source: "M" or "b", rows, cols, transpose)])
         self.rec_blocks = []  # (dst rows, dst cols) of W_rec blocks, for W_recT
@@ -588,7 +588,6 @@ class _Layout:
                 gm.append((lin.bias, [(slice(0, zi), "b", None, slice(gcol + z.start, gcol + z.stop), False),
                                       (slice(zi, 2 * zi), "b", None, slice(gcol + zl.start, gcol + zl.stop), False)]))
         op = Dsum + 2 * Z
-        cp.append((W_o, model.out.weight, True, slice(None)))
         cp.append((W_dir[2 * Z:, :d1], model.out.weight, False, slice(None)))
         cp.append((b_o, model.out.bias, False, slice(None)))
         gm.append((model.out.weight, [(slice(None), "M", slice(0, d1), slice(op, op + O), True)]))
@@ -612,7 +611,7 @@ class _Layout:
             src = p.detach().numpy()[rows]
             dst[...] = src.T if transpose else src
         w = self.w
-        np.copyto(w.W_p.T, w.W_dir[:w.W_p.shape[1]])  # W_p from its transpose
+        np.copyto(w.W_po, w.W_dir.T)
         Dsum = self.Dsum
         for rs, d in self.rec_blocks:
             w.W_recT[d, rs] = w.W_rq[rs, d].T
@@ -646,7 +645,7 @@ def _run(model, w: _Weights, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_
     dtype = torch.from_numpy(w.b_h[:0]).dtype
     N, T, Z = a_mu.shape
     Dsum = w.W_recT.shape[0]
-    d1, O = w.W_o.shape
+    d1, O = w.d1, w.b_o.shape[0]
     has_q = w.has_q
     K = _consts(model)
 
@@ -674,9 +673,7 @@ def _run(model, w: _Weights, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_
     Xf, Rf = X.view(-1, XW), R.view(-1, RW)
     lmin, lmax, fast = float(model.cfg.logsigma_min), float(model.cfg.logsigma_max), npdt == np.float32
     amu, als = n_(a_mu), n_(a_ls)
-    if has_q:
-        DRIVE = np.zeros((1, 1, 1), npdt)
-    else:  # posterior "A" does not depend on d: all (t, n) at once, vectorised
+    if not has_q:  # posterior "A" does not depend on d: all (t, n) at once
         _posterior_act(amu, als, lmin, lmax, fast, MUQ.numpy(), LSQ.numpy(), OKQ.numpy())
         torch.exp(LSQ, out=SQ)
         zv = X[:T, :, Dsum:Dsum + Z]
@@ -684,20 +681,17 @@ def _run(model, w: _Weights, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_
             zv.copy_(torch.addcmul(MUQ, SQ, torch.from_numpy(ep).transpose(0, 1)))
         else:
             zv.copy_(MUQ)
-        DRIVE = torch.addmm(torch.from_numpy(w.b_h), Xf[:TN, Dsum:Dsum + Z], torch.from_numpy(w.W_zd))
-        DRIVE = DRIVE.numpy().reshape(T, N, Dsum)  # z_t W_zd + b_h
     MUQn, LSQn, SQn, OKQn = MUQ.numpy(), LSQ.numpy(), SQ.numpy(), OKQ.numpy()
-    _recur(w.W_rq, w.W_zd, w.b_h, w.b_q, w.inv_tau, has_q, DRIVE, amu, als, use_eps, ep, lmin, lmax, fast,
+    _recur(w.W_rq, w.W_zd, w.b_h, w.b_q, w.inv_tau, has_q, amu, als, use_eps, ep, lmin, lmax, fast,
            Xn, MUQn, LSQn, SQn, OKQn)
-    # prior from d_{t-1}, output from d_t: one product each over all (t, n), then the prior's
-    # nonlinearities vectorised
-    P = torch.addmm(torch.from_numpy(w.b_p), Xf[:TN, :Dsum], torch.from_numpy(w.W_p)).view(T, N, 2 * Z)
-    RAW = torch.addmm(torch.from_numpy(w.b_o), Xf[N:, :d1], torch.from_numpy(w.W_o))
+    # prior (from d_{t-1}) and output (from d_t) pre-activations: one product over all rows of X
+    PO = (Xf[:, :Dsum] @ torch.from_numpy(w.W_po)).numpy().reshape(T + 1, N, 2 * Z + O)
     MP, LP = torch.empty(T, N, Z, dtype=dtype), torch.empty(T, N, Z, dtype=dtype)
     OKP = torch.empty(T, N, 2 * Z, dtype=dtype)
-    _prior_act(P.numpy(), lmin, lmax, fast, bool(first_is_unit_prior), MP.numpy(), LP.numpy(), OKP.numpy())
+    _prior_act(PO[:T, :, :2 * Z], w.b_p, lmin, lmax, fast, bool(first_is_unit_prior), MP.numpy(), LP.numpy(),
+               OKP.numpy())
     INV2P = torch.exp(-2.0 * LP)
-    _loss(MP.numpy(), LP.numpy(), OKP.numpy(), INV2P.numpy(), RAW.numpy().reshape(T, N, O),
+    _loss(MP.numpy(), LP.numpy(), OKP.numpy(), INV2P.numpy(), PO[1:, :, 2 * Z:], w.b_o,
           MUQn, LSQn, SQn, fast, bool(first_is_unit_prior), n_(kl_w), n_(kl_w1), K.z_layer, K.inv_zl,
           K.softmax, tgt, n_(joint_mask), n_(step_mask), K.offs, K.nbins, K.refs, has_data, dat, inv_N, op,
           KMU, KLS, Rn, stats)
@@ -732,7 +726,7 @@ def loss_and_grads(model, fw: FlatWeights, a_mu: torch.Tensor, a_ls: torch.Tenso
     w = _weights_from_flat(fw)
     terms, M, gb, g_a, op, oq = _run(model, w, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_w, kl_w1,
                                      data, first_is_unit_prior)
-    Dsum, Z, (d1, O) = w.W_recT.shape[0], a_mu.shape[2], w.W_o.shape
+    Dsum, Z, d1, O = w.W_recT.shape[0], a_mu.shape[2], w.d1, w.b_o.shape[0]
     grads = TrainGrads(M[:Dsum, :Dsum], M[Dsum:Dsum + Z, :Dsum], gb[:Dsum], M[:Dsum, Dsum:op], gb[Dsum:op],
                        M[:Dsum, oq:oq + 2 * Z] if w.has_q else None, gb[oq:oq + 2 * Z] if w.has_q else None,
                        M[:d1, op:op + O], gb[op:op + O], g_a[..., :Z].contiguous(), g_a[..., Z:].contiguous())
