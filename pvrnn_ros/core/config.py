@@ -110,12 +110,13 @@ class ERConfig:
     iterations: int = 15  # K: Adam steps on the window's A per tick
     first_iterations: int = 50  # K for the very first tick (nothing carried yet)
     lr: float = 0.1
-    meta_prior: list[float] | None = None  # ER-time w per layer; None = the training w
+    meta_prior: list[float] | None = None  # ER-time w per layer; None = training w x meta_prior_scale
+    meta_prior_scale: float = 0.2  # ER-time w as a fraction of the training w (when meta_prior is None)
     adam_reset: bool = False  # True: fresh Adam moments every tick; False: persistent, slid with A
     keep_best: bool = False  # keep the iterate with the lowest loss instead of the last
     growing_window: bool = True  # at start-up, regress on the observations so far (< W)
     horizon: int = 10  # P: prior steps predicted after the window
-    samples: int = 0  # extra prior samples for a spread; 0 = mean prediction only
+    samples: int = 16  # prior rollouts: prediction = their mean, spread = their std; 0 = the mean path only
     slide_init: str = "prior"  # new slot A from the prior's pre-activations ("prior") or "copy"
     sample_posterior: bool = False  # z = mu_q + sigma_q*eps in ER (True) or z = mu_q (False)
     backend: str = "auto"  # "auto", "reference", "cpu", "triton"
@@ -127,6 +128,8 @@ class ERConfig:
         _require(self.first_iterations >= 0, f"{key}.first_iterations", self.first_iterations, "an integer >= 0")
         _require(self.lr > 0, f"{key}.lr", self.lr, "a learning rate > 0")
         _require(self.horizon >= 1, f"{key}.horizon", self.horizon, "an integer >= 1")
+        _require(self.meta_prior_scale >= 0 and math.isfinite(self.meta_prior_scale), f"{key}.meta_prior_scale",
+                 self.meta_prior_scale, "a finite factor >= 0")
         _require(self.samples >= 0, f"{key}.samples", self.samples, "an integer >= 0")
         _require(self.slide_init in ("prior", "copy"), f"{key}.slide_init", self.slide_init, "'prior' or 'copy'")
         _require(self.backend in ("auto", "reference", "cpu", "triton"), f"{key}.backend", self.backend,

@@ -67,7 +67,8 @@ class WindowResult:
 class ERTick:
     """What one ER tick returns. Joint values are in raw units (as observed)."""
 
-    prediction: np.ndarray | None  # [P, D] predicted next P joint vectors (None before any ER)
+    prediction: np.ndarray | None  # [P, D] predicted next P joint vectors (None before any ER):
+    # the prior's mean path, or the mean of `samples` sampled prior rollouts when samples > 0
     spread: np.ndarray | None  # [P, D] std over prior samples (None when samples = 0)
     reconstruction_error: float  # window MSE over observed joints, normalised units
     kl_per_layer: list[float]  # mean over window steps of KL / z_l, unweighted
@@ -91,7 +92,10 @@ class ErrorRegression:
         self.backend = backend if backend is not None else get_backend(self.cfg.backend, trained.model)
         with torch.no_grad():
             self.fw = FlatWeights(*[None if t is None else t.detach() for t in self.model.flat()])
-        self.kl_w, self.kl_w1 = self.model.kl_weights(self.cfg.meta_prior)
+        meta_prior = self.cfg.meta_prior
+        if meta_prior is None:
+            meta_prior = [layer.w * self.cfg.meta_prior_scale for layer in trained.config.model.layers]
+        self.kl_w, self.kl_w1 = self.model.kl_weights(meta_prior)
         self.n_joints = len(trained.joint_names)
         self.generator = torch.Generator(device=trained.device)
         self.reset()
@@ -192,14 +196,17 @@ class ErrorRegression:
         pre = end.d @ self.fw.W_p + self.fw.b_p
         Z = model.z_total
         self.next_slot = (pre[:, :Z], pre[:, Z:])
-        raw, _, _ = model.rollout(end, cfg.horizon, fw=self.fw)
-        pred = model.coding.decode(raw)[0].cpu().double().numpy()  # [P, D] normalised
         spread = None
         if cfg.samples > 0:
+            # Monte Carlo predictive distribution: its mean is the prediction (the MSE-optimal
+            # point estimate when the future branches), its std the spread
             rep = State(end.h.expand(cfg.samples, -1), end.d.expand(cfg.samples, -1))
             raw_s, _, _ = model.rollout(rep, cfg.horizon, sample=True, generator=self.generator, fw=self.fw)
             samples = self.trained.normalizer.denormalize(model.coding.decode(raw_s).cpu().double().numpy())
-            spread = samples.std(axis=0)
+            prediction, spread = samples.mean(axis=0), samples.std(axis=0)
+        else:
+            raw, _, _ = model.rollout(end, cfg.horizon, fw=self.fw)  # the prior's mean path
+            prediction = self.trained.normalizer.denormalize(model.coding.decode(raw)[0].cpu().double().numpy())
         decoded = model.coding.decode(out.raw)[0]
         m = self.mask
         mse = float((((decoded - self.obs) ** 2) * m).sum() / m.sum().clamp_min(1))
@@ -207,7 +214,7 @@ class ErrorRegression:
         latest = out.mu_q[0, -1].cpu().numpy()
         offsets = np.cumsum([0] + model.z_sizes)
         return ERTick(
-            prediction=self.trained.normalizer.denormalize(pred),
+            prediction=prediction,
             spread=spread,
             reconstruction_error=mse,
             kl_per_layer=(terms.kl_by_layer / n).tolist(),
