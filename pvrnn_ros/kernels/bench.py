@@ -161,9 +161,14 @@ def run_bench(quick: bool = False, backends: list[str] | None = None, only: str 
 
 
 def bench_training(quick: bool, fast: bool, log=print) -> dict[str, float]:
-    """Epochs/s of the reference trainer: default config, 12 sequences x 160 steps."""
-    from pvrnn_ros.core.train import Trainer, build_model
+    """Training epochs/s, default config, 12 sequences x 160 steps: the autograd reference trainer
+    and (fast=True, numba available) the fused CPU path (`train.backend: cpu`), measured side by
+    side: interleaved rounds on identical models, epochs/s per round, medians and the median of
+    the per-round ratios (robust to load changes on a shared machine)."""
+    import copy
+
     from pvrnn_ros.core.data import Demonstration
+    from pvrnn_ros.core.train import Trainer, build_model
 
     cfg = Config()
     rng = np.random.default_rng(0)
@@ -173,16 +178,42 @@ def bench_training(quick: bool, fast: bool, log=print) -> dict[str, float]:
         pos = np.stack([np.sin(0.5 * t * (1 + 0.1 * j) + i) for j in range(7)], axis=1)
         pos = pos + 0.01 * rng.standard_normal(pos.shape)
         demos.append(Demonstration(f"seq{i}", t, pos, [f"j{j}" for j in range(7)]))
-    trained = build_model(cfg, demos)
-    trainer = Trainer(trained)
-    trainer.epoch()  # warm-up
-    n = 3 if quick else 10
-    t0 = time.perf_counter()
-    for _ in range(n):
-        trainer.epoch()
-    eps = n / (time.perf_counter() - t0)
-    log(f"(e) training, default config, 12 seq x 160 steps, reference trainer: {eps:.2f} epochs/s")
-    return {"reference_epochs_per_s": eps}
+    backends = ["reference"]
+    if fast:
+        try:
+            from pvrnn_ros.kernels import cpu_train
+
+            cpu_train.warmup()  # JIT compile or cache load, excluded
+            backends.append("cpu")
+        except ImportError:
+            log("  (numba not available: fused CPU training path skipped)")
+    trainers = {}
+    for name in backends:
+        c = copy.deepcopy(cfg)
+        c.train.backend = name
+        trainers[name] = Trainer(build_model(c, demos))
+        for _ in range(2 if name == "reference" else 5):  # warm-up
+            trainers[name].epoch()
+    rounds = 3 if quick else 7
+    per_round = {"reference": 2 if quick else 5, "cpu": 20 if quick else 50}
+    rates: dict[str, list[float]] = {name: [] for name in backends}
+    for _ in range(rounds):
+        for name in backends:
+            n = per_round[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                trainers[name].epoch()
+            rates[name].append(n / (time.perf_counter() - t0))
+    out = {f"{name}_epochs_per_s": statistics.median(r) for name, r in rates.items()}
+    msg = (f"(e) training, default config, 12 seq x 160 steps, {rounds} interleaved rounds: "
+           f"reference {out['reference_epochs_per_s']:.2f} epochs/s")
+    if "cpu" in rates:
+        ratios = [c / r for c, r in zip(rates["cpu"], rates["reference"])]
+        out["cpu_speedup"] = statistics.median(ratios)
+        msg += (f", cpu {out['cpu_epochs_per_s']:.2f} epochs/s, speed-up {out['cpu_speedup']:.1f}x "
+                f"(per-round {min(ratios):.1f}-{max(ratios):.1f}x)")
+    log(msg)
+    return out
 
 
 def _cpu_count() -> int:
@@ -204,8 +235,12 @@ def format_table(res: BenchResult) -> str:
     for r in res.rows:
         sp = f"{r.speedup:8.1f}x" if r.speedup else "        -"
         lines.append(f"({r.scenario})  {r.backend:10s} {r.median_ms:10.3f} {r.p90_ms:10.3f} {r.n:4d} {sp}  {r.title}")
-    for k, v in res.training.items():
-        lines.append(f"(e)  training {k}: {v:.2f}")
+    tr = res.training
+    if tr:
+        line = f"(e)  training epochs/s  reference {tr['reference_epochs_per_s']:.2f}"
+        if "cpu_epochs_per_s" in tr:
+            line += f"  cpu {tr['cpu_epochs_per_s']:.2f}  speed-up {tr['cpu_speedup']:.1f}x"
+        lines.append(line + "  (default config, 12 seq x 160 steps, 1 thread)")
     return "\n".join(lines)
 
 

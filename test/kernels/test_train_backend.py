@@ -97,7 +97,7 @@ def test_gradients_equal_autograd(arch, bottom_up, posterior, output, dtype, tol
     for _ in range(2):
         terms2, pg, gm, gl = cpu_train.model_grads(model, a_mu, a_ls, use_eps, target, jm, sm, model.kl_w,
                                                    model.kl_w1, data=x, first_is_unit_prior=first)
-    assert terms2.total == pytest.approx(terms.total, rel=1e-12)
+    assert terms2.total == pytest.approx(terms.total, rel=1e-12 if dtype == torch.float64 else 1e-6)
     got = {id(p): g for p, g in pg}
     assert len(got) == len(params)
     for (name, p), r in zip(model.named_parameters(), g_par):
