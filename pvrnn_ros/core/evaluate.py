@@ -78,6 +78,8 @@ def train_gru(trained: TrainedModel, horizon: int, budget_s: float, seed: int = 
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
+    if trained.config.train.threads:  # the same threads the PV-RNN trained with
+        torch.set_num_threads(trained.config.train.threads)
     data = trained.data.detach().cpu()
     N, T, D = data.shape
     lengths = torch.tensor(trained.sequence_lengths)
