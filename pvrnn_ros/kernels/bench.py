@@ -128,6 +128,9 @@ def run_bench(quick: bool = False, backends: list[str] | None = None, only: str 
 
             res.compile_s["cpu"] = cpu.warmup()
             log(f"cpu backend JIT warm-up (compile or cache load): {res.compile_s['cpu']:.2f} s")
+    # numba's threaded driver starts the OpenMP runtime torch shares, which resets torch's
+    # intra-op threads to the core count: back to one (else the reference runs 2 threads)
+    torch.set_num_threads(1)
     for sc in scenarios():
         if sc.key not in only:
             continue
@@ -178,6 +181,7 @@ def bench_training(quick: bool, fast: bool, log=print) -> dict[str, float]:
         pos = np.stack([np.sin(0.5 * t * (1 + 0.1 * j) + i) for j in range(7)], axis=1)
         pos = pos + 0.01 * rng.standard_normal(pos.shape)
         demos.append(Demonstration(f"seq{i}", t, pos, [f"j{j}" for j in range(7)]))
+    torch.set_num_threads(1)  # (see run_bench: numba's OpenMP start-up may have reset it)
     backends = ["reference"]
     if fast:
         try:

@@ -164,54 +164,51 @@ def _prior_act(P, b_p, lmin, lmax, fast, first_unit, MP, LP, OKP):
 
 
 @njit(cache=True, fastmath=_FM, inline="always", error_model="numpy")
-def _mv4(V, x0, x1, x2, x3, W, spans):
-    """V[k, :] += x_k @ W for four vectors at once, over the nonzero rectangles of W only
-    (spans [nb, 4] = row start, row end, column start, column end: the layer blocks of W_rec).
-    Each pass over two rows of W feeds eight FMAs per loaded pair of W elements."""
+def _mv4(V, x0, x1, x2, x3, W, n):
+    """V[k, :] += x_k[:n] @ W[:n] for four vectors at once: each pass over two rows of W feeds
+    eight FMAs per loaded W element pair (the recurrences' matrix-vector products, batched over
+    four sequences)."""
+    nc = W.shape[1]
     v0 = V[0]
     v1 = V[1]
     v2 = V[2]
     v3 = V[3]
-    for b in range(spans.shape[0]):
-        r = spans[b, 0]
-        r1 = spans[b, 1]
-        c0 = spans[b, 2]
-        c1 = spans[b, 3]
-        while r + 2 <= r1:
-            w0 = W[r]
-            w1 = W[r + 1]
-            a0 = x0[r]
-            a1 = x0[r + 1]
-            b0 = x1[r]
-            b1 = x1[r + 1]
-            g0 = x2[r]
-            g1 = x2[r + 1]
-            e0 = x3[r]
-            e1 = x3[r + 1]
-            for c in range(c0, c1):
-                y0 = w0[c]
-                y1 = w1[c]
-                v0[c] += a0 * y0 + a1 * y1
-                v1[c] += b0 * y0 + b1 * y1
-                v2[c] += g0 * y0 + g1 * y1
-                v3[c] += e0 * y0 + e1 * y1
-            r += 2
-        if r < r1:
-            w0 = W[r]
-            a0 = x0[r]
-            b0 = x1[r]
-            g0 = x2[r]
-            e0 = x3[r]
-            for c in range(c0, c1):
-                y0 = w0[c]
-                v0[c] += a0 * y0
-                v1[c] += b0 * y0
-                v2[c] += g0 * y0
-                v3[c] += e0 * y0
+    r = 0
+    while r + 2 <= n:
+        w0 = W[r]
+        w1 = W[r + 1]
+        a0 = x0[r]
+        a1 = x0[r + 1]
+        b0 = x1[r]
+        b1 = x1[r + 1]
+        c0 = x2[r]
+        c1 = x2[r + 1]
+        e0 = x3[r]
+        e1 = x3[r + 1]
+        for c in range(nc):
+            y0 = w0[c]
+            y1 = w1[c]
+            v0[c] += a0 * y0 + a1 * y1
+            v1[c] += b0 * y0 + b1 * y1
+            v2[c] += c0 * y0 + c1 * y1
+            v3[c] += e0 * y0 + e1 * y1
+        r += 2
+    if r < n:
+        w0 = W[r]
+        a0 = x0[r]
+        b0 = x1[r]
+        c0 = x2[r]
+        e0 = x3[r]
+        for c in range(nc):
+            y0 = w0[c]
+            v0[c] += a0 * y0
+            v1[c] += b0 * y0
+            v2[c] += c0 * y0
+            v3[c] += e0 * y0
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
-def _recur(W_rq, spans, W_zd, b_h, b_q, inv_tau, has_q, amu, als, use_eps, eps, lmin, lmax, fast,
+def _recur(W_rq, W_zd, b_h, b_q, inv_tau, has_q, amu, als, use_eps, eps, lmin, lmax, fast,
            X, MUQ, LSQ, SQ, OKQ):
     """The forward recurrence of every sequence from the zero state, four sequences at a time.
     W_rq = [W_rec | W_q] (one matrix-vector product gives u and the posterior pre-activations).
@@ -239,7 +236,7 @@ def _recur(W_rq, spans, W_zd, b_h, b_q, inv_tau, has_q, amu, als, use_eps, eps, 
                     for c in range(2 * Z):
                         V[k, Dsum + c] = b_q[c]
             i1, i2, i3 = n0 + min(1, nk - 1), n0 + min(2, nk - 1), n0 + min(3, nk - 1)
-            _mv4(V, X[t, n0, :Dsum], X[t, i1, :Dsum], X[t, i2, :Dsum], X[t, i3, :Dsum], W_rq, spans)
+            _mv4(V, X[t, n0, :Dsum], X[t, i1, :Dsum], X[t, i2, :Dsum], X[t, i3, :Dsum], W_rq, Dsum)
             for k in range(nk):
                 n = n0 + k
                 v = V[k]
@@ -370,7 +367,7 @@ def _loss(MP, LP, OKP, INV2P, RAW, b_o, MUQ, LSQ, SQ, fast, first_unit, kl_w, kl
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
-def _brecur(W_recT, spans, W_zd, inv_tau, has_q, W_qT, use_eps, eps, X, MUQ, SQ, OKQ, KMU, KLS, GDIR, oq, R):
+def _brecur(W_recT, W_zd, inv_tau, has_q, W_qT, use_eps, eps, X, MUQ, SQ, OKQ, KMU, KLS, GDIR, oq, R):
     """BPTT of every sequence, four at a time. GDIR [T, N, Dsum]: the direct dL/dd_t (output at t,
     prior at t+1). Writes R[t, n, :Dsum] = dL/du_t (1/tau included, so dL/dW_rec = sum_t
     d_{t-1}^T g_u_t) and, for "d+A", R[t, n, oq:oq+2Z] = dL/d(posterior pre-activations) = dL/dA."""
@@ -410,7 +407,7 @@ def _brecur(W_recT, spans, W_zd, inv_tau, has_q, W_qT, use_eps, eps, X, MUQ, SQ,
                 break
             GD[:, :] = 0.0
             i1, i2, i3 = n0 + min(1, nk - 1), n0 + min(2, nk - 1), n0 + min(3, nk - 1)
-            _mv4(GD, R[t, n0, :Dsum], R[t, i1, :Dsum], R[t, i2, :Dsum], R[t, i3, :Dsum], W_recT, spans)
+            _mv4(GD, R[t, n0, :Dsum], R[t, i1, :Dsum], R[t, i2, :Dsum], R[t, i3, :Dsum], W_recT, Dsum)
             if has_q:
                 for k in range(4):
                     n = n0 + min(k, nk - 1)
@@ -508,19 +505,6 @@ class _Weights(NamedTuple):
     W_po: np.ndarray  # W_dir^T [Dsum, 2Z + O]: prior and output pre-activations in one product
     has_q: bool
     d1: int
-    spans_f: np.ndarray  # [nb, 4] nonzero rectangles of W_rq (rows, columns) for the forward
-    spans_b: np.ndarray  # [nb, 4] nonzero rectangles of W_recT for the backward
-
-
-def _spans(Dsum: int, Z2q: int, blocks=None) -> tuple[np.ndarray, np.ndarray]:
-    """Rectangles (row start, row end, col start, col end) covering the nonzeros of W_rec (all of
-    it when blocks is None, else one per (source layer rows, contiguous destination columns)),
-    plus the W_q columns; and the same for W_rec^T."""
-    if blocks is None:
-        blocks = [(0, Dsum, 0, Dsum)]
-    f = list(blocks) + ([(0, Dsum, Dsum, Dsum + Z2q)] if Z2q else [])
-    b = [(c0, c1, r0, r1) for r0, r1, c0, c1 in blocks]
-    return np.asarray(f, dtype=np.int64).reshape(-1, 4), np.asarray(b, dtype=np.int64).reshape(-1, 4)
 
 
 def _weights_from_flat(fw: FlatWeights) -> _Weights:
@@ -541,8 +525,7 @@ def _weights_from_flat(fw: FlatWeights) -> _Weights:
     return _Weights(np.ascontiguousarray(np.concatenate([W_rec, W_q], 1)) if has_q else W_rec,
                     np.ascontiguousarray(W_rec.T), np.ascontiguousarray(W_q.T), a(fw.W_zd), a(fw.b_h),
                     a(fw.b_q) if has_q else np.zeros(Z2, W_rec.dtype), a(fw.inv_tau), a(fw.b_p),
-                    a(fw.b_o), W_dir, np.ascontiguousarray(W_dir.T), has_q, d1,
-                    *_spans(Dsum, Z2 if has_q else 0))
+                    a(fw.b_o), W_dir, np.ascontiguousarray(W_dir.T), has_q, d1)
 
 
 class _Layout:
@@ -566,7 +549,7 @@ class _Layout:
         b_o = np.zeros(O, npdt)
         self.w = _Weights(W_rq, np.zeros((Dsum, Dsum), npdt), np.zeros((2 * Z, Dsum), npdt), W_zd, b_h, b_q,
                           model.inv_tau.detach().cpu().numpy().astype(npdt), b_p, b_o, W_dir,
-                          np.zeros((Dsum, 2 * Z + O), npdt), self.has_q, d1, None, None)
+                          np.zeros((Dsum, 2 * Z + O), npdt), self.has_q, d1)
         cp = []  # (destination view, parameter, transpose, row slice of the parameter)
         gm = []  # (parameter, [(row slice of param, source: "M" or "b", rows, cols, transpose)])
         self.rec_blocks = []  # (dst rows, dst cols) of W_rec blocks, for W_recT
@@ -610,14 +593,6 @@ class _Layout:
         gm.append((model.out.weight, [(slice(None), "M", slice(0, d1), slice(op, op + O), True)]))
         gm.append((model.out.bias, [(slice(None), "b", None, slice(op, op + O), False)]))
         self.copies, self.grad_map = cp, gm
-        merged = []  # W_rec's nonzero blocks, adjacent column blocks of one source layer merged
-        for rs, d in sorted(self.rec_blocks, key=lambda b: (b[0].start, b[1].start)):
-            if merged and merged[-1][0] == rs.start and merged[-1][3] == d.start:
-                merged[-1][3] = d.stop
-            else:
-                merged.append([rs.start, rs.stop, d.start, d.stop])
-        self.w = self.w._replace(**dict(zip(("spans_f", "spans_b"),
-                                            _spans(Dsum, 2 * Z if self.has_q else 0, merged))))
         self.Dsum = Dsum
 
     @staticmethod
@@ -707,7 +682,7 @@ def _run(model, w: _Weights, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_
         else:
             zv.copy_(MUQ)
     MUQn, LSQn, SQn, OKQn = MUQ.numpy(), LSQ.numpy(), SQ.numpy(), OKQ.numpy()
-    _recur(w.W_rq, w.spans_f, w.W_zd, w.b_h, w.b_q, w.inv_tau, has_q, amu, als, use_eps, ep, lmin, lmax, fast,
+    _recur(w.W_rq, w.W_zd, w.b_h, w.b_q, w.inv_tau, has_q, amu, als, use_eps, ep, lmin, lmax, fast,
            Xn, MUQn, LSQn, SQn, OKQn)
     # prior (from d_{t-1}) and output (from d_t) pre-activations: one product over all rows of X
     PO = (Xf[:, :Dsum] @ torch.from_numpy(w.W_po)).numpy().reshape(T + 1, N, 2 * Z + O)
@@ -722,7 +697,7 @@ def _run(model, w: _Weights, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_
           KMU, KLS, Rn, stats)
     # direct dL/dd_t = g_prior_{t+1} W_p^T + g_raw_t W_o^T: one product over R's row blocks 1..T
     GDIR = (Rf[N:, Dsum:op + O] @ torch.from_numpy(w.W_dir)).numpy().reshape(T, N, Dsum)
-    _brecur(w.W_recT, w.spans_b, w.W_zd, w.inv_tau, has_q, w.W_qT, use_eps, ep, Xn, MUQn, SQn, OKQn, KMU, KLS, GDIR, oq, Rn)
+    _brecur(w.W_recT, w.W_zd, w.inv_tau, has_q, w.W_qT, use_eps, ep, Xn, MUQn, SQn, OKQn, KMU, KLS, GDIR, oq, Rn)
     if not has_q:
         GZ = (Rf[:TN, :Dsum] @ torch.from_numpy(w.W_zd).t()).numpy().reshape(T, N, Z)
         _posterior_a_grad(GZ, use_eps, ep, MUQn, SQn, OKQn, KMU, KLS, oq, Rn)
