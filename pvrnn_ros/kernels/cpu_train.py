@@ -3,13 +3,17 @@ weight and the adaptive vectors A, for a batch of N sequences with a step mask (
 lengths). One iteration, no optimiser: torch's Adam applies the update. `free_energy` on the
 autograd `posterior_forward` (pvrnn_ros.core.model) is the ground truth this is tested against.
 
-Split (the math of `pvrnn_ros.kernels.cpu`, for all weights and a batch of sequences):
-  * Numba `_forward`, per sequence and step: posterior, z, MTRNN update, prior, KL, output and
-    reconstruction, with every direct gradient (those of the prior, output and KL terms, which do
-    not need the recurrence). `_backward`: BPTT of dL/dh, writing dL/du_t and dL/dA per (t, n).
-    Matrix-vector products on float32 (the model dtype); losses accumulate in float64.
-  * Torch, after the loops: every weight gradient as one matrix product over all (t, n) rows,
-    e.g. dL/dW_rec = sum_{n,t} d_{t-1}^T g_u_t = Dprev^T @ G_u (with W_p, W_q in the same product).
+Split (the math of `pvrnn_ros.kernels.cpu`, for all weights and a batch of sequences; float32,
+losses summed in float64):
+  * Numba `_recur`, four sequences at a time: the recurrence (d_{t-1} [W_rec | W_q] as one
+    register-blocked matrix-vector product over the four, posterior for "d+A", the hidden tanh as
+    a vectorisable rational approximation). Posterior "A" and the prior's nonlinearities are
+    elementwise over all (t, n) (`_posterior_act`, `_prior_act`); `_loss` computes the KL and
+    reconstruction terms and every direct gradient (prior, output, KL: no recurrence needed).
+  * `_brecur`: BPTT of dL/du_t (and dL/dA for "d+A"), four sequences at a time.
+  * BLAS over all (t, n) rows: prior and output pre-activations in one product, the direct
+    dL/dd_t in one product, and every weight gradient in one product X^T R with
+    X = [d_{t-1} | z_t] and R = [g_u_t | g_prior_t | g_raw_{t-1} | g_A_t] (see `_run`).
 
 Backward (g_x = dL/dx, "it" = 1/tau; Kmu, Kls: direct KL gradients w.r.t. mu_q, log sigma_q):
   g_d_t = g_raw_t W_o^T + [g_u_{t+1} W_rec^T + g_p_{t+1} W_p^T (+ g_q_{t+1} W_q^T)]
@@ -640,7 +644,7 @@ def _layout(model) -> _Layout:
 def _run(model, w: _Weights, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_w, kl_w1, data,
          first_is_unit_prior):
     """Both kernels and the weight-gradient product. Returns (terms, M [Dsum+Z, Wr], gb [Wr],
-    g_a [N, T, 2Z], column offsets (op, oq)) with M = X^T R as documented in `_forward`."""
+    g_a [N, T, 2Z], column offsets (op, oq)) with M = X^T R (layout below)."""
     npdt = w.W_recT.dtype
     dtype = torch.from_numpy(w.b_h[:0]).dtype
     N, T, Z = a_mu.shape
