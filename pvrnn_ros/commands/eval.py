@@ -51,8 +51,12 @@ def run(args) -> int:
     from pvrnn_ros.core.data import DataError, example_data_dir, load_demonstrations
     from pvrnn_ros.core.evaluate import evaluate, sweep
 
+    import torch
+
     try:
         trained = load_checkpoint(args.model)
+        # these tiny per-step ops run fastest on one thread; several threads spin against each other
+        torch.set_num_threads(trained.config.train.threads or 1)
         data = Path(args.data) if args.data else example_data_dir().with_name("arm7_heldout")
         demos = load_demonstrations(data, rate_hz=args.rate, joint_names=trained.joint_names, topic=args.topic)
         cfg = copy.deepcopy(trained.config.er)
