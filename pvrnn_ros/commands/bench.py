@@ -8,7 +8,8 @@ DESCRIPTION = (
     "Time one ER tick (K Adam iterations over a W-step window) for every available backend next to "
     "the autograd reference, on random weights, single-threaded: (a) an NRL-like 16-joint softmax "
     "net at W=K=15, (b) the default config at W=K=15, (c) at W=K=50, (d) (c) with 64 windows; "
-    "then (e) training epochs/s of the reference trainer. JIT compile time is reported separately."
+    "then (e) training epochs/s of the reference and fused CPU trainers, interleaved. JIT compile time is "
+    "reported separately."
 )
 
 
