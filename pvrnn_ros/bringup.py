@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["GRAPHS", "NodeSpec", "config_dir", "params_file", "node_command", "Bringup", "ros_env"]
+__all__ = ["GRAPHS", "NodeSpec", "config_dir", "params_file", "node_command", "Bringup", "ros_env",
+           "launch_description"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,26 @@ GRAPHS: dict[str, list[NodeSpec]] = {
     ],
 }
 
+
+
+def launch_description(graph: str):
+    """The `ros2 launch` description of GRAPHS[graph] (needs `launch` and `launch_ros`, i.e. a full
+    ROS 2 install). Each node's params file can be replaced with the argument <node_name>_params:=PATH."""
+    from ament_index_python.packages import get_package_share_directory
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    share = get_package_share_directory("pvrnn_ros")
+    actions = []
+    for spec in GRAPHS[graph]:
+        arg = f"{spec.name}_params"
+        actions.append(DeclareLaunchArgument(arg, default_value=os.path.join(share, "config", spec.params),
+                                             description=f"params file of {spec.name}"))
+        actions.append(Node(package="pvrnn_ros", executable=spec.executable, name=spec.name, output="screen",
+                            emulate_tty=True, parameters=[LaunchConfiguration(arg)]))
+    return LaunchDescription(actions)
 
 def config_dir() -> Path:
     """config/ in a source checkout, else the installed share/pvrnn_ros/config."""
