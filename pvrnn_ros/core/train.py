@@ -181,6 +181,7 @@ class Trainer:
         hist = tr.history
         for key in ("epoch", "loss", "rec", "rec_mse", "kl", "seconds"):
             hist.setdefault(key, [])
+        hist["backend"] = self.backend
         start_epoch = tr.epoch
         bar = tqdm(total=epochs, initial=start_epoch, disable=not progress, desc="train", unit="ep",
                    dynamic_ncols=True)
