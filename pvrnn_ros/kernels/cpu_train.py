@@ -10,9 +10,10 @@ losses summed in float64):
     a vectorisable rational approximation). Posterior "A" and the prior's nonlinearities are
     elementwise over all (t, n) (`_posterior_act`, `_prior_act`); `_loss` computes the KL and
     reconstruction terms and every direct gradient (prior, output, KL: no recurrence needed).
-  * `_brecur`: BPTT of dL/du_t (and dL/dA for "d+A"), four sequences at a time.
-  * BLAS over all (t, n) rows: prior and output pre-activations in one product, the direct
-    dL/dd_t in one product, and every weight gradient in one product X^T R with
+  * `_brecur`: BPTT of dL/du_t and dL/dA, four sequences at a time; the direct dL/dd_t (prior at
+    t+1, output at t) rides in the recurrent matrix-vector product ([W_rec^T ; W_p^T ; W_o^T]).
+  * BLAS over all (t, n) rows: prior and output pre-activations in one product, and every weight
+    gradient in one product X^T R with
     X = [d_{t-1} | z_t] and R = [g_u_t | g_prior_t | g_raw_{t-1} | g_A_t] (see `_run`).
 
 Backward (g_x = dL/dx, "it" = 1/tau; Kmu, Kls: direct KL gradients w.r.t. mu_q, log sigma_q):
@@ -134,6 +135,16 @@ def _posterior_act(amu, als, lmin, lmax, fast, MUQ, LSQ, OKQ):
                     ok = 0.0
                 LSQ[t, n, i] = pre
                 OKQ[t, n, i] = ok
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _posterior_z(MUQ, SQ, use_eps, eps, X, Dsum):
+    """z_t = mu_q + sigma eps (posterior "A") into X[t, n, Dsum:Dsum+Z]."""
+    T, N, Z = MUQ.shape
+    for t in range(T):
+        for n in range(N):
+            for i in range(Z):
+                X[t, n, Dsum + i] = MUQ[t, n, i] + SQ[t, n, i] * eps[n, t, i] if use_eps else MUQ[t, n, i]
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
@@ -371,67 +382,49 @@ def _loss(MP, LP, OKP, INV2P, RAW, b_o, MUQ, LSQ, SQ, fast, first_unit, kl_w, kl
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
-def _brecur(W_recT, W_zd, inv_tau, has_q, W_qT, use_eps, eps, X, MUQ, SQ, OKQ, KMU, KLS, GDIR, oq, R):
-    """BPTT of every sequence, four at a time. GDIR [T, N, Dsum]: the direct dL/dd_t (output at t,
-    prior at t+1). Writes R[t, n, :Dsum] = dL/du_t (1/tau included, so dL/dW_rec = sum_t
-    d_{t-1}^T g_u_t) and, for "d+A", R[t, n, oq:oq+2Z] = dL/d(posterior pre-activations) = dL/dA."""
+def _brecur(W_bk, W_zd, inv_tau, has_q, W_qT, use_eps, eps, X, MUQ, SQ, OKQ, KMU, KLS, op, oq, R):
+    """BPTT of every sequence, four at a time. W_bk = [W_rec^T ; W_p^T ; W_o^T zero-padded]
+    [op + O, Dsum]: R[t+1, n, :op+O] = [g_u_{t+1} | g_prior_{t+1} | g_raw_t] times W_bk is
+    dL/dd_t (the recurrent and the direct terms in one product). Writes R[t, n, :Dsum] = dL/du_t
+    (1/tau included, so dL/dW_rec = sum_t d_{t-1}^T g_u_t) and R[t, n, oq:oq+2Z] = dL/d(posterior
+    pre-activations) = dL/dA (row T of R: g_u and g_prior zero, g_A zero)."""
     T, N, Z = MUQ.shape
-    Dsum = W_recT.shape[0]
-    dt = W_recT.dtype
+    Dsum = W_bk.shape[1]
+    nr = W_bk.shape[0]
+    dt = W_bk.dtype
     GD = np.empty((4, Dsum), dt)
     GC = np.empty((4, Dsum), dt)
     for n0 in range(0, N, 4):
         nk = min(4, N - n0)
-        GD[:, :] = 0.0
         GC[:, :] = 0.0
+        i1, i2, i3 = n0 + min(1, nk - 1), n0 + min(2, nk - 1), n0 + min(3, nk - 1)
         for t in range(T - 1, -1, -1):
+            GD[:, :] = 0.0
+            _mv4(GD, R[t + 1, n0, :nr], R[t + 1, i1, :nr], R[t + 1, i2, :nr], R[t + 1, i3, :nr], W_bk, nr)
+            if has_q:
+                for k in range(4):
+                    n = n0 + min(k, nk - 1)
+                    _matvec_acc(GD[k], R[t + 1, n, oq:oq + 2 * Z], W_qT, 2 * Z)
             for k in range(4):
                 n = n0 + min(k, nk - 1)
                 gd = GD[k]
                 gcarry = GC[k]
                 dn = X[t + 1, n, :Dsum]
-                gdir = GDIR[t, n]
                 gu = R[t, n, :Dsum]
                 for c in range(Dsum):
-                    gh = (gd[c] + gdir[c]) * (1.0 - dn[c] * dn[c]) + gcarry[c]
+                    gh = gd[c] * (1.0 - dn[c] * dn[c]) + gcarry[c]
                     g = gh * inv_tau[c]
                     gu[c] = g
                     gcarry[c] = gh - g
-                if has_q:
-                    Gt = R[t, n]
-                    for i in range(Z):
-                        gz = _dot(gu, W_zd[i])
-                        mq = MUQ[t, n, i]
-                        gls = KLS[t, n, i]
-                        if use_eps:
-                            gls += gz * eps[n, t, i] * SQ[t, n, i]
-                        Gt[oq + i] = (gz + KMU[t, n, i]) * (1.0 - mq * mq)
-                        Gt[oq + Z + i] = gls * OKQ[t, n, i]
-            if t == 0:
-                break
-            GD[:, :] = 0.0
-            i1, i2, i3 = n0 + min(1, nk - 1), n0 + min(2, nk - 1), n0 + min(3, nk - 1)
-            _mv4(GD, R[t, n0, :Dsum], R[t, i1, :Dsum], R[t, i2, :Dsum], R[t, i3, :Dsum], W_recT, Dsum)
-            if has_q:
-                for k in range(4):
-                    n = n0 + min(k, nk - 1)
-                    _matvec_acc(GD[k], R[t, n, oq:oq + 2 * Z], W_qT, 2 * Z)
-
-
-@njit(cache=True, fastmath=_FM, error_model="numpy")
-def _posterior_a_grad(GZ, use_eps, eps, MUQ, SQ, OKQ, KMU, KLS, oq, R):
-    """Posterior "A": dL/dA from dL/dz_t = g_u_t W_zd^T (GZ [T, N, Z]) into R[t, n, oq:oq+2Z]."""
-    T, N, Z = MUQ.shape
-    for t in range(T):
-        for n in range(N):
-            for i in range(Z):
-                gz = GZ[t, n, i]
-                mq = MUQ[t, n, i]
-                gls = KLS[t, n, i]
-                if use_eps:
-                    gls += gz * eps[n, t, i] * SQ[t, n, i]
-                R[t, n, oq + i] = (gz + KMU[t, n, i]) * (1.0 - mq * mq)
-                R[t, n, oq + Z + i] = gls * OKQ[t, n, i]
+                Gt = R[t, n]
+                for i in range(Z):
+                    gz = _dot(gu, W_zd[i])
+                    mq = MUQ[t, n, i]
+                    gls = KLS[t, n, i]
+                    if use_eps:
+                        gls += gz * eps[n, t, i] * SQ[t, n, i]
+                    Gt[oq + i] = (gz + KMU[t, n, i]) * (1.0 - mq * mq)
+                    Gt[oq + Z + i] = gls * OKQ[t, n, i]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -509,6 +502,7 @@ class _Weights(NamedTuple):
     W_po: np.ndarray  # W_dir^T [Dsum, 2Z + O]: prior and output pre-activations in one product
     has_q: bool
     d1: int
+    W_bk: np.ndarray  # [W_recT ; W_dir] [Dsum + 2Z + O, Dsum] (W_recT and W_dir are views of it)
 
 
 def _weights_from_flat(fw: FlatWeights) -> _Weights:
@@ -523,13 +517,15 @@ def _weights_from_flat(fw: FlatWeights) -> _Weights:
     has_q = fw.W_q is not None
     W_rec = a(fw.W_rec)
     W_q = a(fw.W_q) if has_q else np.zeros((Dsum, Z2), W_rec.dtype)
-    W_dir = np.zeros((Z2 + O, Dsum), W_rec.dtype)
+    W_bk = np.zeros((Dsum + Z2 + O, Dsum), W_rec.dtype)
+    W_bk[:Dsum] = W_rec.T
+    W_dir = W_bk[Dsum:]
     W_dir[:Z2] = a(fw.W_p).T
     W_dir[Z2:, :d1] = a(fw.W_o).T
     return _Weights(np.ascontiguousarray(np.concatenate([W_rec, W_q], 1)) if has_q else W_rec,
-                    np.ascontiguousarray(W_rec.T), np.ascontiguousarray(W_q.T), a(fw.W_zd), a(fw.b_h),
+                    W_bk[:Dsum], np.ascontiguousarray(W_q.T), a(fw.W_zd), a(fw.b_h),
                     a(fw.b_q) if has_q else np.zeros(Z2, W_rec.dtype), a(fw.inv_tau), a(fw.b_p),
-                    a(fw.b_o), W_dir, np.ascontiguousarray(W_dir.T), has_q, d1)
+                    a(fw.b_o), W_dir, np.ascontiguousarray(W_dir.T), has_q, d1, W_bk)
 
 
 class _Layout:
@@ -547,13 +543,15 @@ class _Layout:
         npdt = model.inv_tau.detach().cpu().numpy().dtype
         Wc = Dsum + (2 * Z if self.has_q else 0)
         W_rq = np.zeros((Dsum, Wc), npdt)
-        W_dir = np.zeros((2 * Z + O, Dsum), npdt)
+        W_bk = np.zeros((Dsum + 2 * Z + O, Dsum), npdt)
+        W_dir = W_bk[Dsum:]
         W_zd = np.zeros((Z, Dsum), npdt)
         b_h, b_p, b_q = np.zeros(Dsum, npdt), np.zeros(2 * Z, npdt), np.zeros(2 * Z, npdt)
         b_o = np.zeros(O, npdt)
-        self.w = _Weights(W_rq, np.zeros((Dsum, Dsum), npdt), np.zeros((2 * Z, Dsum), npdt), W_zd, b_h, b_q,
+        self.w = _Weights(W_rq, W_bk[:Dsum], np.zeros((2 * Z, Dsum), npdt), W_zd, b_h, b_q,
                           model.inv_tau.detach().cpu().numpy().astype(npdt), b_p, b_o, W_dir,
-                          np.zeros((Dsum, 2 * Z + O), npdt), self.has_q, d1)
+                          np.zeros((Dsum, 2 * Z + O), npdt), self.has_q, d1, W_bk)
+        self.bufs = {}  # persistent step buffers of _run, by shape and dtype
         cp = []  # (destination view, parameter, transpose, row slice of the parameter)
         gm = []  # (parameter, [(row slice of param, source: "M" or "b", rows, cols, transpose)])
         self.rec_blocks = []  # (dst rows, dst cols) of W_rec blocks, for W_recT
@@ -641,6 +639,24 @@ def _layout(model) -> _Layout:
     return lay
 
 
+def _buffers(model, T, N, Z, XW, RW, PW, npdt):
+    """The step buffers of `_run`, persistent per model and shape (allocated zeroed once: the
+    kernels rewrite the same entries every step, the padding and row T's unused parts stay 0)."""
+    cache = model.__dict__.setdefault("_cpu_train_bufs", {})
+    key = (T, N, Z, XW, RW, PW, np.dtype(npdt).str)
+    hit = cache.get(key)
+    if hit is None:
+        if len(cache) > 4:
+            cache.clear()
+        def z(*shape):  # torch's allocator: 64-byte aligned rows for the vector loops
+            return torch.zeros(shape, dtype=torch.from_numpy(np.zeros(0, npdt)).dtype).numpy()
+
+        z3 = [z(T, N, Z) for _ in range(10)]
+        hit = cache[key] = (z(T + 1, N, XW), z(T + 1, N, RW), *z3[:6], *z3[6:8], z(T, N, 2 * Z), z3[8],
+                            z(T + 1, N, PW))
+    return hit
+
+
 def _run(model, w: _Weights, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_w, kl_w1, data,
          first_is_unit_prior):
     """Both kernels and the weight-gradient product. Returns (terms, M [Dsum+Z, Wr], gb [Wr],
@@ -667,48 +683,33 @@ def _run(model, w: _Weights, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_
     # g_prior (2Z) | g_raw (O) | pad | g_A (2Z)]; row t of R pairs with row t of X; widths padded
     # to multiples of 8 (the weight-gradient product is faster on aligned rows)
     op, oq, XW, RW = _offsets(Dsum, Z, O)
-    TN = T * N
-    X = torch.zeros(T + 1, N, XW, dtype=dtype)
-    R = torch.zeros(T + 1, N, RW, dtype=dtype)
-    MUQ, LSQ, SQ, OKQ = (torch.empty(T, N, Z, dtype=dtype) for _ in range(4))
-    KMU, KLS = np.empty((T, N, Z), npdt), np.empty((T, N, Z), npdt)
+    B = _buffers(model, T, N, Z, XW, RW, 2 * Z + O, npdt)
+    X, R, MUQ, LSQ, SQ, OKQ, KMU, KLS, MP, LP, OKP, INV2P, PO = B
     stats = np.zeros(3 + len(model.z_sizes))
-    Xn, Rn = X.numpy(), R.numpy()
-    Xf, Rf = X.view(-1, XW), R.view(-1, RW)
+    Xt, Rt = torch.from_numpy(X), torch.from_numpy(R)
+    Xf, Rf = Xt.view(-1, XW), Rt.view(-1, RW)
     lmin, lmax, fast = float(model.cfg.logsigma_min), float(model.cfg.logsigma_max), npdt == np.float32
     amu, als = n_(a_mu), n_(a_ls)
-    if not has_q:  # posterior "A" does not depend on d: all (t, n) at once
-        _posterior_act(amu, als, lmin, lmax, fast, MUQ.numpy(), LSQ.numpy(), OKQ.numpy())
-        torch.exp(LSQ, out=SQ)
-        zv = X[:T, :, Dsum:Dsum + Z]
-        if use_eps:
-            zv.copy_(torch.addcmul(MUQ, SQ, torch.from_numpy(ep).transpose(0, 1)))
-        else:
-            zv.copy_(MUQ)
-    MUQn, LSQn, SQn, OKQn = MUQ.numpy(), LSQ.numpy(), SQ.numpy(), OKQ.numpy()
+    if not has_q:  # posterior "A" does not depend on d: all (t, n) at once, z_t into X
+        _posterior_act(amu, als, lmin, lmax, fast, MUQ, LSQ, OKQ)
+        torch.exp(torch.from_numpy(LSQ), out=torch.from_numpy(SQ))
+        _posterior_z(MUQ, SQ, use_eps, ep, X, Dsum)
     _recur(w.W_rq, w.W_zd, w.b_h, w.b_q, w.inv_tau, has_q, amu, als, use_eps, ep, lmin, lmax, fast,
-           Xn, MUQn, LSQn, SQn, OKQn)
+           X, MUQ, LSQ, SQ, OKQ)
     # prior (from d_{t-1}) and output (from d_t) pre-activations: one product over all rows of X
-    PO = (Xf[:, :Dsum] @ torch.from_numpy(w.W_po)).numpy().reshape(T + 1, N, 2 * Z + O)
-    MP, LP = torch.empty(T, N, Z, dtype=dtype), torch.empty(T, N, Z, dtype=dtype)
-    OKP = torch.empty(T, N, 2 * Z, dtype=dtype)
-    _prior_act(PO[:T, :, :2 * Z], w.b_p, lmin, lmax, fast, bool(first_is_unit_prior), MP.numpy(), LP.numpy(),
-               OKP.numpy())
-    INV2P = torch.exp(-2.0 * LP)
-    _loss(MP.numpy(), LP.numpy(), OKP.numpy(), INV2P.numpy(), PO[1:, :, 2 * Z:], w.b_o,
-          MUQn, LSQn, SQn, fast, bool(first_is_unit_prior), n_(kl_w), n_(kl_w1), K.z_layer, K.inv_zl,
+    torch.mm(Xf[:, :Dsum], torch.from_numpy(w.W_po), out=torch.from_numpy(PO).view(-1, 2 * Z + O))
+    _prior_act(PO[:T, :, :2 * Z], w.b_p, lmin, lmax, fast, bool(first_is_unit_prior), MP, LP, OKP)
+    torch.exp(torch.from_numpy(LP).mul(-2.0), out=torch.from_numpy(INV2P))
+    _loss(MP, LP, OKP, INV2P, PO[1:, :, 2 * Z:], w.b_o,
+          MUQ, LSQ, SQ, fast, bool(first_is_unit_prior), n_(kl_w), n_(kl_w1), K.z_layer, K.inv_zl,
           K.softmax, tgt, n_(joint_mask), n_(step_mask), K.offs, K.nbins, K.refs, has_data, dat, inv_N, op,
-          KMU, KLS, Rn, stats)
-    # direct dL/dd_t = g_prior_{t+1} W_p^T + g_raw_t W_o^T: one product over R's row blocks 1..T
-    GDIR = (Rf[N:, Dsum:op + O] @ torch.from_numpy(w.W_dir)).numpy().reshape(T, N, Dsum)
-    _brecur(w.W_recT, w.W_zd, w.inv_tau, has_q, w.W_qT, use_eps, ep, Xn, MUQn, SQn, OKQn, KMU, KLS, GDIR, oq, Rn)
-    if not has_q:
-        GZ = (Rf[:TN, :Dsum] @ torch.from_numpy(w.W_zd).t()).numpy().reshape(T, N, Z)
-        _posterior_a_grad(GZ, use_eps, ep, MUQn, SQn, OKQn, KMU, KLS, oq, Rn)
+          KMU, KLS, R, stats)
+    # BPTT; the direct dL/dd_t (prior at t+1, output at t) rides in the same product as W_rec^T
+    _brecur(w.W_bk, w.W_zd, w.inv_tau, has_q, w.W_qT, use_eps, ep, X, MUQ, SQ, OKQ, KMU, KLS, op, oq, R)
     # every weight gradient in one product over the (T+1) N rows, the biases as column sums
     M = Xf.t() @ (Rf if has_q else Rf[:, :oq])  # (the g_A columns are W_q's)
     gb = Rf.sum(0)
-    g_a = R[:T, :, oq:oq + 2 * Z].transpose(0, 1)  # [N, T, 2Z]
+    g_a = Rt[:T, :, oq:oq + 2 * Z].transpose(0, 1)  # [N, T, 2Z] (a view of the persistent R)
     terms = TrainTerms(float((stats[0] + stats[1]) * inv_N), float(stats[0] * inv_N),
                        torch.from_numpy(stats[3:] * inv_N).float(), float(stats[2]))
     return terms, M, gb, g_a, op, oq
@@ -733,8 +734,14 @@ def loss_and_grads(model, fw: FlatWeights, a_mu: torch.Tensor, a_ls: torch.Tenso
     Dsum, Z, d1, O = w.W_recT.shape[0], a_mu.shape[2], w.d1, w.b_o.shape[0]
     grads = TrainGrads(M[:Dsum, :Dsum], M[Dsum:Dsum + Z, :Dsum], gb[:Dsum], M[:Dsum, Dsum:op], gb[Dsum:op],
                        M[:Dsum, oq:oq + 2 * Z] if w.has_q else None, gb[oq:oq + 2 * Z] if w.has_q else None,
-                       M[:d1, op:op + O], gb[op:op + O], g_a[..., :Z].contiguous(), g_a[..., Z:].contiguous())
+                       M[:d1, op:op + O], gb[op:op + O], *_split_a(g_a, Z))
     return terms, grads
+
+
+def _split_a(g_a, Z):
+    """dL/dA_mu, dL/dA_ls as fresh contiguous tensors (g_a is a view of a persistent buffer)."""
+    return (g_a[..., :Z].clone(memory_format=torch.contiguous_format),
+            g_a[..., Z:].clone(memory_format=torch.contiguous_format))
 
 
 @torch.no_grad()
@@ -749,7 +756,7 @@ def model_grads(model, a_mu: torch.Tensor, a_ls: torch.Tensor, eps: torch.Tensor
     terms, M, gb, g_a, _, _ = _run(model, lay.fill(), a_mu, a_ls, eps, target, joint_mask, step_mask,
                                    kl_w, kl_w1, data, first_is_unit_prior)
     Z = a_mu.shape[2]
-    return terms, lay.param_grads(M.numpy(), gb.numpy()), g_a[..., :Z].contiguous(), g_a[..., Z:].contiguous()
+    return (terms, lay.param_grads(M.numpy(), gb.numpy()), *_split_a(g_a, Z))
 
 
 def flat_grads(grads: TrainGrads) -> list[tuple[str, torch.Tensor]]:
