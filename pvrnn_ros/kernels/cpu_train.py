@@ -223,16 +223,19 @@ def _mv4(V, x0, x1, x2, x3, W, n):
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
-def _recur(W_rq, W_zd, b_h, b_q, inv_tau, has_q, amu, als, use_eps, eps, lmin, lmax, fast,
+def _recur(W_rqz, W_zd, b_h, b_q, inv_tau, has_q, amu, als, use_eps, eps, lmin, lmax, fast,
            X, MUQ, LSQ, SQ, OKQ):
     """The forward recurrence of every sequence from the zero state, four sequences at a time.
-    W_rq = [W_rec | W_q] (one matrix-vector product gives u and the posterior pre-activations).
+    W_rqz = [W_rec | W_q ; W_zd | 0] (one matrix-vector product gives u and the posterior
+    pre-activations; for posterior "A" it takes [d_{t-1} | z_t], z_t being known beforehand).
     Posterior "A": z_t is precomputed in X[t, :, Dsum:Dsum+Z]; "d+A": the posterior is computed
     here. X [T+1, N, >= Dsum + Z]: X[t, :, :Dsum] = the d step t reads (row 0: zero state),
     X[t, :, Dsum:Dsum+Z] = z_t (row T: 0)."""
     N, T, Z = amu.shape
-    Dsum, Wc = W_rq.shape
-    dt = W_rq.dtype
+    Dsum = W_zd.shape[1]
+    Wc = W_rqz.shape[1]
+    nr = Dsum if has_q else Dsum + W_zd.shape[0]  # posterior "A": z_t is known, W_zd joins the product
+    dt = W_rqz.dtype
     V = np.empty((4, Wc), dt)
     H = np.empty((4, Dsum), dt)
     for n in range(N):
@@ -251,7 +254,7 @@ def _recur(W_rq, W_zd, b_h, b_q, inv_tau, has_q, amu, als, use_eps, eps, lmin, l
                     for c in range(2 * Z):
                         V[k, Dsum + c] = b_q[c]
             i1, i2, i3 = n0 + min(1, nk - 1), n0 + min(2, nk - 1), n0 + min(3, nk - 1)
-            _mv4(V, X[t, n0, :Dsum], X[t, i1, :Dsum], X[t, i2, :Dsum], X[t, i3, :Dsum], W_rq, Dsum)
+            _mv4(V, X[t, n0, :nr], X[t, i1, :nr], X[t, i2, :nr], X[t, i3, :nr], W_rqz, nr)
             for k in range(nk):
                 n = n0 + k
                 v = V[k]
@@ -266,10 +269,8 @@ def _recur(W_rq, W_zd, b_h, b_q, inv_tau, has_q, amu, als, use_eps, eps, lmin, l
                         SQ[t, n, i] = s
                         OKQ[t, n, i] = ok
                         X[t, n, Dsum + i] = z
-                for i in range(Z):
-                    z = X[t, n, Dsum + i]
-                    for c in range(Dsum):
-                        v[c] += z * W_zd[i, c]
+                if has_q:
+                    _matvec_acc(v, X[t, n, Dsum:Dsum + Z], W_zd, Z)
                 for c in range(Dsum):
                     h[c] += inv_tau[c] * (v[c] - h[c])
                 dn = X[t + 1, n, :Dsum]
@@ -503,6 +504,7 @@ class _Weights(NamedTuple):
     has_q: bool
     d1: int
     W_bk: np.ndarray  # [W_recT ; W_dir] [Dsum + 2Z + O, Dsum] (W_recT and W_dir are views of it)
+    W_rqz: np.ndarray  # [W_rq ; W_zd | 0] [Dsum + Z, Wc] (W_rq is a view of it)
 
 
 def _weights_from_flat(fw: FlatWeights) -> _Weights:
@@ -522,10 +524,15 @@ def _weights_from_flat(fw: FlatWeights) -> _Weights:
     W_dir = W_bk[Dsum:]
     W_dir[:Z2] = a(fw.W_p).T
     W_dir[Z2:, :d1] = a(fw.W_o).T
-    return _Weights(np.ascontiguousarray(np.concatenate([W_rec, W_q], 1)) if has_q else W_rec,
-                    W_bk[:Dsum], np.ascontiguousarray(W_q.T), a(fw.W_zd), a(fw.b_h),
+    W_zd = a(fw.W_zd)
+    W_rqz = np.zeros((Dsum + W_zd.shape[0], Dsum + (Z2 if has_q else 0)), W_rec.dtype)
+    W_rqz[:Dsum, :Dsum] = W_rec
+    if has_q:
+        W_rqz[:Dsum, Dsum:] = W_q
+    W_rqz[Dsum:, :Dsum] = W_zd
+    return _Weights(W_rqz[:Dsum], W_bk[:Dsum], np.ascontiguousarray(W_q.T), W_zd, a(fw.b_h),
                     a(fw.b_q) if has_q else np.zeros(Z2, W_rec.dtype), a(fw.inv_tau), a(fw.b_p),
-                    a(fw.b_o), W_dir, np.ascontiguousarray(W_dir.T), has_q, d1, W_bk)
+                    a(fw.b_o), W_dir, np.ascontiguousarray(W_dir.T), has_q, d1, W_bk, W_rqz)
 
 
 class _Layout:
@@ -542,7 +549,8 @@ class _Layout:
         self.has_q = model.cfg.posterior == "d+A"
         npdt = model.inv_tau.detach().cpu().numpy().dtype
         Wc = Dsum + (2 * Z if self.has_q else 0)
-        W_rq = np.zeros((Dsum, Wc), npdt)
+        W_rqz = np.zeros((Dsum + Z, Wc), npdt)
+        W_rq = W_rqz[:Dsum]
         W_bk = np.zeros((Dsum + 2 * Z + O, Dsum), npdt)
         W_dir = W_bk[Dsum:]
         W_zd = np.zeros((Z, Dsum), npdt)
@@ -550,7 +558,7 @@ class _Layout:
         b_o = np.zeros(O, npdt)
         self.w = _Weights(W_rq, W_bk[:Dsum], np.zeros((2 * Z, Dsum), npdt), W_zd, b_h, b_q,
                           model.inv_tau.detach().cpu().numpy().astype(npdt), b_p, b_o, W_dir,
-                          np.zeros((Dsum, 2 * Z + O), npdt), self.has_q, d1, W_bk)
+                          np.zeros((Dsum, 2 * Z + O), npdt), self.has_q, d1, W_bk, W_rqz)
         self.bufs = {}  # persistent step buffers of _run, by shape and dtype
         cp = []  # (destination view, parameter, transpose, row slice of the parameter)
         gm = []  # (parameter, [(row slice of param, source: "M" or "b", rows, cols, transpose)])
@@ -619,6 +627,7 @@ class _Layout:
             w.W_recT[d, rs] = w.W_rq[rs, d].T
         if self.has_q:
             w.W_qT[...] = w.W_rq[:, Dsum:].T
+        w.W_rqz[Dsum:, :Dsum] = w.W_zd
         return w
 
     def param_grads(self, M: np.ndarray, gb: np.ndarray) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
@@ -694,7 +703,7 @@ def _run(model, w: _Weights, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_
         _posterior_act(amu, als, lmin, lmax, fast, MUQ, LSQ, OKQ)
         torch.exp(torch.from_numpy(LSQ), out=torch.from_numpy(SQ))
         _posterior_z(MUQ, SQ, use_eps, ep, X, Dsum)
-    _recur(w.W_rq, w.W_zd, w.b_h, w.b_q, w.inv_tau, has_q, amu, als, use_eps, ep, lmin, lmax, fast,
+    _recur(w.W_rqz, w.W_zd, w.b_h, w.b_q, w.inv_tau, has_q, amu, als, use_eps, ep, lmin, lmax, fast,
            X, MUQ, LSQ, SQ, OKQ)
     # prior (from d_{t-1}) and output (from d_t) pre-activations: one product over all rows of X
     torch.mm(Xf[:, :Dsum], torch.from_numpy(w.W_po), out=torch.from_numpy(PO).view(-1, 2 * Z + O))
