@@ -224,19 +224,21 @@ def _mv4(V, x0, x1, x2, x3, W, n):
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
 def _recur(W_rqz, W_zd, b_h, b_q, inv_tau, has_q, amu, als, use_eps, eps, lmin, lmax, fast,
-           X, MUQ, LSQ, SQ, OKQ):
+           X, MUQ, LSQ, SQ, OKQ, PO):
     """The forward recurrence of every sequence from the zero state, four sequences at a time.
-    W_rqz = [W_rec | W_q ; W_zd | 0] (one matrix-vector product gives u and the posterior
-    pre-activations; for posterior "A" it takes [d_{t-1} | z_t], z_t being known beforehand).
+    W_rqz = [W_rec | W_q | W_po ; W_zd | 0 | 0] (one matrix-vector product gives u, the posterior
+    pre-activations and PO[t] = d_{t-1} W_po, i.e. the prior pre-activations at t and the output
+    raw_{t-1}, bias-free; for posterior "A" it takes [d_{t-1} | z_t], z_t being known beforehand).
     Posterior "A": z_t is precomputed in X[t, :, Dsum:Dsum+Z]; "d+A": the posterior is computed
     here. X [T+1, N, >= Dsum + Z]: X[t, :, :Dsum] = the d step t reads (row 0: zero state),
     X[t, :, Dsum:Dsum+Z] = z_t (row T: 0)."""
     N, T, Z = amu.shape
     Dsum = W_zd.shape[1]
-    Wc = W_rqz.shape[1]
+    PW = PO.shape[2]
+    Wc = W_rqz.shape[1] - PW
     nr = Dsum if has_q else Dsum + W_zd.shape[0]  # posterior "A": z_t is known, W_zd joins the product
     dt = W_rqz.dtype
-    V = np.empty((4, Wc), dt)
+    V = np.empty((4, Wc + PW), dt)
     H = np.empty((4, Dsum), dt)
     for n in range(N):
         for c in range(Dsum):
@@ -245,6 +247,7 @@ def _recur(W_rqz, W_zd, b_h, b_q, inv_tau, has_q, amu, als, use_eps, eps, lmin, 
             X[T, n, c] = 0.0
     for n0 in range(0, N, 4):
         nk = min(4, N - n0)  # a last partial block repeats its last sequence (results discarded)
+        i1, i2, i3 = n0 + min(1, nk - 1), n0 + min(2, nk - 1), n0 + min(3, nk - 1)
         H[:, :] = 0.0
         for t in range(T):
             for k in range(4):
@@ -253,12 +256,15 @@ def _recur(W_rqz, W_zd, b_h, b_q, inv_tau, has_q, amu, als, use_eps, eps, lmin, 
                 if has_q:
                     for c in range(2 * Z):
                         V[k, Dsum + c] = b_q[c]
-            i1, i2, i3 = n0 + min(1, nk - 1), n0 + min(2, nk - 1), n0 + min(3, nk - 1)
+                for c in range(PW):
+                    V[k, Wc + c] = 0.0
             _mv4(V, X[t, n0, :nr], X[t, i1, :nr], X[t, i2, :nr], X[t, i3, :nr], W_rqz, nr)
             for k in range(nk):
                 n = n0 + k
                 v = V[k]
                 h = H[k]
+                for c in range(PW):
+                    PO[t, n, c] = v[Wc + c]
                 if has_q:
                     for i in range(Z):
                         e = eps[n, t, i] if use_eps else 0.0
@@ -280,6 +286,12 @@ def _recur(W_rqz, W_zd, b_h, b_q, inv_tau, has_q, amu, als, use_eps, eps, lmin, 
                 else:
                     for c in range(Dsum):
                         dn[c] = _tanh(h[c])
+        # PO[T] = d_{T-1} W_po (the last output)
+        V[:, :] = 0.0
+        _mv4(V, X[T, n0, :Dsum], X[T, i1, :Dsum], X[T, i2, :Dsum], X[T, i3, :Dsum], W_rqz, Dsum)
+        for k in range(nk):
+            for c in range(PW):
+                PO[T, n0 + k, c] = V[k, Wc + c]
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
@@ -490,7 +502,7 @@ def _offsets(Dsum: int, Z: int, O: int) -> tuple[int, int, int, int]:
 class _Weights(NamedTuple):
     """The flat weights as contiguous numpy arrays in the compute dtype, in the kernels' layout."""
 
-    W_rq: np.ndarray  # [Dsum, Dsum (+ 2Z)]: [W_rec | W_q]
+    W_rq: np.ndarray  # [Dsum, Dsum (+ 2Z) + 2Z + O]: [W_rec | W_q | W_po] (a view of W_rqz)
     W_recT: np.ndarray  # [Dsum, Dsum]
     W_qT: np.ndarray  # [2Z, Dsum] (zeros without W_q)
     W_zd: np.ndarray  # [Z, Dsum]
@@ -500,11 +512,11 @@ class _Weights(NamedTuple):
     b_p: np.ndarray
     b_o: np.ndarray
     W_dir: np.ndarray  # [2Z + O, Dsum]: [W_p^T ; W_o^T zero-padded], for the direct dL/dd
-    W_po: np.ndarray  # W_dir^T [Dsum, 2Z + O]: prior and output pre-activations in one product
+    W_po: np.ndarray  # W_dir^T [Dsum, 2Z + O]: prior and output pre-activations (a view of W_rqz)
     has_q: bool
     d1: int
     W_bk: np.ndarray  # [W_recT ; W_dir] [Dsum + 2Z + O, Dsum] (W_recT and W_dir are views of it)
-    W_rqz: np.ndarray  # [W_rq ; W_zd | 0] [Dsum + Z, Wc] (W_rq is a view of it)
+    W_rqz: np.ndarray  # [W_rq ; W_zd | 0] [Dsum + Z, Wc + 2Z + O] (W_rq, W_po are views of it)
 
 
 def _weights_from_flat(fw: FlatWeights) -> _Weights:
@@ -525,14 +537,16 @@ def _weights_from_flat(fw: FlatWeights) -> _Weights:
     W_dir[:Z2] = a(fw.W_p).T
     W_dir[Z2:, :d1] = a(fw.W_o).T
     W_zd = a(fw.W_zd)
-    W_rqz = np.zeros((Dsum + W_zd.shape[0], Dsum + (Z2 if has_q else 0)), W_rec.dtype)
+    Wc = Dsum + (Z2 if has_q else 0)
+    W_rqz = np.zeros((Dsum + W_zd.shape[0], Wc + Z2 + O), W_rec.dtype)
     W_rqz[:Dsum, :Dsum] = W_rec
     if has_q:
-        W_rqz[:Dsum, Dsum:] = W_q
+        W_rqz[:Dsum, Dsum:Wc] = W_q
+    W_rqz[:Dsum, Wc:] = W_dir.T
     W_rqz[Dsum:, :Dsum] = W_zd
     return _Weights(W_rqz[:Dsum], W_bk[:Dsum], np.ascontiguousarray(W_q.T), W_zd, a(fw.b_h),
                     a(fw.b_q) if has_q else np.zeros(Z2, W_rec.dtype), a(fw.inv_tau), a(fw.b_p),
-                    a(fw.b_o), W_dir, np.ascontiguousarray(W_dir.T), has_q, d1, W_bk, W_rqz)
+                    a(fw.b_o), W_dir, W_rqz[:Dsum, Wc:], has_q, d1, W_bk, W_rqz)
 
 
 class _Layout:
@@ -549,8 +563,8 @@ class _Layout:
         self.has_q = model.cfg.posterior == "d+A"
         npdt = model.inv_tau.detach().cpu().numpy().dtype
         Wc = Dsum + (2 * Z if self.has_q else 0)
-        W_rqz = np.zeros((Dsum + Z, Wc), npdt)
-        W_rq = W_rqz[:Dsum]
+        W_rqz = np.zeros((Dsum + Z, Wc + 2 * Z + O), npdt)
+        W_rq = W_rqz[:Dsum]  # (the views below only touch its first Wc columns)
         W_bk = np.zeros((Dsum + 2 * Z + O, Dsum), npdt)
         W_dir = W_bk[Dsum:]
         W_zd = np.zeros((Z, Dsum), npdt)
@@ -558,7 +572,7 @@ class _Layout:
         b_o = np.zeros(O, npdt)
         self.w = _Weights(W_rq, W_bk[:Dsum], np.zeros((2 * Z, Dsum), npdt), W_zd, b_h, b_q,
                           model.inv_tau.detach().cpu().numpy().astype(npdt), b_p, b_o, W_dir,
-                          np.zeros((Dsum, 2 * Z + O), npdt), self.has_q, d1, W_bk, W_rqz)
+                          W_rqz[:Dsum, Wc:], self.has_q, d1, W_bk, W_rqz)
         self.bufs = {}  # persistent step buffers of _run, by shape and dtype
         cp = []  # (destination view, parameter, transpose, row slice of the parameter)
         gm = []  # (parameter, [(row slice of param, source: "M" or "b", rows, cols, transpose)])
@@ -621,12 +635,12 @@ class _Layout:
             src = p.detach().numpy()[rows]
             dst[...] = src.T if transpose else src
         w = self.w
-        np.copyto(w.W_po, w.W_dir.T)
+        np.copyto(w.W_po, w.W_dir.T)  # (a view of W_rqz: the recurrence computes PO too)
         Dsum = self.Dsum
         for rs, d in self.rec_blocks:
             w.W_recT[d, rs] = w.W_rq[rs, d].T
         if self.has_q:
-            w.W_qT[...] = w.W_rq[:, Dsum:].T
+            w.W_qT[...] = w.W_rq[:, Dsum:Dsum + w.W_qT.shape[0]].T
         w.W_rqz[Dsum:, :Dsum] = w.W_zd
         return w
 
@@ -704,9 +718,7 @@ def _run(model, w: _Weights, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_
         torch.exp(torch.from_numpy(LSQ), out=torch.from_numpy(SQ))
         _posterior_z(MUQ, SQ, use_eps, ep, X, Dsum)
     _recur(w.W_rqz, w.W_zd, w.b_h, w.b_q, w.inv_tau, has_q, amu, als, use_eps, ep, lmin, lmax, fast,
-           X, MUQ, LSQ, SQ, OKQ)
-    # prior (from d_{t-1}) and output (from d_t) pre-activations: one product over all rows of X
-    torch.mm(Xf[:, :Dsum], torch.from_numpy(w.W_po), out=torch.from_numpy(PO).view(-1, 2 * Z + O))
+           X, MUQ, LSQ, SQ, OKQ, PO)  # (PO: prior and output pre-activations, from the same product)
     _prior_act(PO[:T, :, :2 * Z], w.b_p, lmin, lmax, fast, bool(first_is_unit_prior), MP, LP, OKP)
     torch.exp(torch.from_numpy(LP).mul(-2.0), out=torch.from_numpy(INV2P))
     _loss(MP, LP, OKP, INV2P, PO[1:, :, 2 * Z:], w.b_o,
