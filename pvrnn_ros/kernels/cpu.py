@@ -36,6 +36,33 @@ def _tanh(x):
     return 1.0 - 2.0 / (math.exp(2.0 * x) + 1.0)
 
 
+_C = np.float32
+
+
+@njit(cache=True, fastmath=False)
+def _expv(x, out, ib, n):
+    """out[k] = exp(x[k]) for k < n, float32, x <= 0 (softmax after max subtraction; clamped at
+    -87): Cephes' expf (range reduction by ln 2, degree-6 polynomial, ~1 ulp) as pure arithmetic,
+    so the loops vectorise (libm exp does not); 2^n is built in the exponent bits (ib: int32
+    scratch)."""
+    for k in range(n):
+        v = x[k]
+        v = _C(-87.0) if v < _C(-87.0) else v
+        fx = np.floor(v * _C(1.44269504088896341) + _C(0.5))
+        r = v - fx * _C(0.693359375) - fx * _C(-2.12194440e-4)
+        r2 = r * r
+        y = _C(1.9875691500e-4) * r + _C(1.3981999507e-3)
+        y = y * r + _C(8.3334519073e-3)
+        y = y * r + _C(4.1665795894e-2)
+        y = y * r + _C(1.6666665459e-1)
+        y = y * r + _C(5.0000001201e-1)
+        out[k] = y * r2 + r + _C(1.0)
+        ib[k] = (np.int32(fx) + np.int32(127)) << np.int32(23)
+    sc = ib.view(np.float32)
+    for k in range(n):
+        out[k] *= sc[k]
+
+
 @njit(cache=True, fastmath=False, inline="always")
 def _mva(v, x, W, n):
     """v[:W.shape[1]] += x[:n] @ W[:n], four rows of W per pass over v (one load and store of v
@@ -81,6 +108,9 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
     z = np.empty(Z, W_rec.dtype)
     q = np.empty(2 * Z, W_rec.dtype)
     raw = np.empty(O, W_rec.dtype)
+    xs = np.empty(O, np.float32)
+    ib = np.empty(O, np.int32)
+    mxs = np.empty(D, W_rec.dtype)
     loss = 0.0
     for t in range(W):
         dp = Dd[t]
@@ -172,20 +202,28 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
         rec = 0.0
         if softmax:
             # rec_j = sum_k p_k log p_k (precomputed in PLOGP) - sum_k p_k raw_k + (sum_k p_k) lse
+            # per-joint max subtracted, then one vectorised exp over all O outputs into GRAW[t]
             for j in range(D):
                 off = offs[j]
                 n = nbins[j]
-                mj = mask[t, j]
                 mx = raw[off]
                 for k in range(1, n):
                     if raw[off + k] > mx:
                         mx = raw[off + k]
+                for k in range(n):
+                    xs[off + k] = raw[off + k] - mx
+                mxs[j] = mx
+            E = GRAW[t]
+            _expv(xs, E, ib, O)
+            for j in range(D):
+                off = offs[j]
+                n = nbins[j]
+                mj = mask[t, j]
+                mx = mxs[j]
                 se = 0.0
                 pr = 0.0
                 for k in range(n):
-                    e = math.exp(raw[off + k] - mx)
-                    GRAW[t, off + k] = e
-                    se += e
+                    se += E[off + k]
                     pr += tgt[t, j, k] * raw[off + k]
                 lse = mx + math.log(se)
                 ps = PSUM[t, j]
