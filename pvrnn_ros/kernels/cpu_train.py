@@ -235,10 +235,10 @@ def _recur(W_rqz, W_zd, b_h, b_q, inv_tau, has_q, amu, als, use_eps, eps, lmin, 
     N, T, Z = amu.shape
     Dsum = W_zd.shape[1]
     PW = PO.shape[2]
-    Wc = W_rqz.shape[1] - PW
+    Wc = Dsum + (2 * Z if has_q else 0)  # (W_rqz's columns beyond Wc + PW: zero padding)
     nr = Dsum if has_q else Dsum + W_zd.shape[0]  # posterior "A": z_t is known, W_zd joins the product
     dt = W_rqz.dtype
-    V = np.empty((4, Wc + PW), dt)
+    V = np.empty((4, W_rqz.shape[1]), dt)
     H = np.empty((4, Dsum), dt)
     for n in range(N):
         for c in range(Dsum):
@@ -538,15 +538,15 @@ def _weights_from_flat(fw: FlatWeights) -> _Weights:
     W_dir[Z2:, :d1] = a(fw.W_o).T
     W_zd = a(fw.W_zd)
     Wc = Dsum + (Z2 if has_q else 0)
-    W_rqz = np.zeros((Dsum + W_zd.shape[0], Wc + Z2 + O), W_rec.dtype)
+    W_rqz = np.zeros((Dsum + W_zd.shape[0], -(-(Wc + Z2 + O) // 8) * 8), W_rec.dtype)
     W_rqz[:Dsum, :Dsum] = W_rec
     if has_q:
         W_rqz[:Dsum, Dsum:Wc] = W_q
-    W_rqz[:Dsum, Wc:] = W_dir.T
+    W_rqz[:Dsum, Wc:Wc + Z2 + O] = W_dir.T
     W_rqz[Dsum:, :Dsum] = W_zd
     return _Weights(W_rqz[:Dsum], W_bk[:Dsum], np.ascontiguousarray(W_q.T), W_zd, a(fw.b_h),
                     a(fw.b_q) if has_q else np.zeros(Z2, W_rec.dtype), a(fw.inv_tau), a(fw.b_p),
-                    a(fw.b_o), W_dir, W_rqz[:Dsum, Wc:], has_q, d1, W_bk, W_rqz)
+                    a(fw.b_o), W_dir, W_rqz[:Dsum, Wc:Wc + Z2 + O], has_q, d1, W_bk, W_rqz)
 
 
 class _Layout:
@@ -563,7 +563,7 @@ class _Layout:
         self.has_q = model.cfg.posterior == "d+A"
         npdt = model.inv_tau.detach().cpu().numpy().dtype
         Wc = Dsum + (2 * Z if self.has_q else 0)
-        W_rqz = np.zeros((Dsum + Z, Wc + 2 * Z + O), npdt)
+        W_rqz = np.zeros((Dsum + Z, -(-(Wc + 2 * Z + O) // 8) * 8), npdt)  # columns padded to 8
         W_rq = W_rqz[:Dsum]  # (the views below only touch its first Wc columns)
         W_bk = np.zeros((Dsum + 2 * Z + O, Dsum), npdt)
         W_dir = W_bk[Dsum:]
@@ -572,7 +572,7 @@ class _Layout:
         b_o = np.zeros(O, npdt)
         self.w = _Weights(W_rq, W_bk[:Dsum], np.zeros((2 * Z, Dsum), npdt), W_zd, b_h, b_q,
                           model.inv_tau.detach().cpu().numpy().astype(npdt), b_p, b_o, W_dir,
-                          W_rqz[:Dsum, Wc:], self.has_q, d1, W_bk, W_rqz)
+                          W_rqz[:Dsum, Wc:Wc + 2 * Z + O], self.has_q, d1, W_bk, W_rqz)
         self.bufs = {}  # persistent step buffers of _run, by shape and dtype
         cp = []  # (destination view, parameter, transpose, row slice of the parameter)
         gm = []  # (parameter, [(row slice of param, source: "M" or "b", rows, cols, transpose)])
@@ -708,6 +708,9 @@ def _run(model, w: _Weights, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_
     op, oq, XW, RW = _offsets(Dsum, Z, O)
     B = _buffers(model, T, N, Z, XW, RW, 2 * Z + O, npdt)
     X, R, MUQ, LSQ, SQ, OKQ, KMU, KLS, MP, LP, OKP, INV2P, PO = B
+    ones = XW > Dsum + Z  # a ones column in X's padding: the bias gradients come out of X^T R
+    if ones:
+        X[:, :, Dsum + Z] = 1.0
     stats = np.zeros(3 + len(model.z_sizes))
     Xt, Rt = torch.from_numpy(X), torch.from_numpy(R)
     Xf, Rf = Xt.view(-1, XW), Rt.view(-1, RW)
@@ -729,7 +732,7 @@ def _run(model, w: _Weights, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_
     _brecur(w.W_bk, w.W_zd, w.inv_tau, has_q, w.W_qT, use_eps, ep, X, MUQ, SQ, OKQ, KMU, KLS, op, oq, R)
     # every weight gradient in one product over the (T+1) N rows, the biases as column sums
     M = Xf.t() @ (Rf if has_q else Rf[:, :oq])  # (the g_A columns are W_q's)
-    gb = Rf.sum(0)
+    gb = M[Dsum + Z] if ones else Rf.sum(0)
     g_a = Rt[:T, :, oq:oq + 2 * Z].transpose(0, 1)  # [N, T, 2Z] (a view of the persistent R)
     terms = TrainTerms(float((stats[0] + stats[1]) * inv_N), float(stats[0] * inv_N),
                        torch.from_numpy(stats[3:] * inv_N).float(), float(stats[2]))
