@@ -1,6 +1,8 @@
 """pvrnn-ros generate: prior, posterior or target generation, written as CSV + PNG per sequence."""
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 
 from ._common import fail, out_dir
@@ -20,15 +22,9 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, default=None, help="steps per sequence (default: training lengths)")
     p.add_argument("--count", type=int, default=None, help="prior mode: how many sequences")
     p.add_argument("--k", type=int, default=10, help="target mode: posterior steps before the prior")
-    p.add_argument("--sample", action=argparse_bool(), default=None,
+    p.add_argument("--sample", action=argparse.BooleanOptionalAction, default=None,
                    help="sample z (default: prior mode samples, the others use the mean)")
     p.add_argument("--seed", type=int, default=0)
-
-
-def argparse_bool():
-    import argparse
-
-    return argparse.BooleanOptionalAction
 
 
 def run(args) -> int:

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .coding import Normalizer
@@ -125,6 +124,3 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Tra
         rng_state=raw.get("rng_state"),
     )
 
-
-def to_numpy(x: torch.Tensor) -> np.ndarray:
-    return x.detach().cpu().double().numpy()

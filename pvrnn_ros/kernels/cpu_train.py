@@ -33,6 +33,8 @@ from numba import njit
 
 from pvrnn_ros.core.model import FlatWeights
 
+from .cpu import _mva as _matvec_acc  # one blocked x @ W kernel for ER and training
+
 _FM = {"contract"}  # allow FMA contraction only (no reassociation): results stay deterministic
 
 
@@ -73,30 +75,6 @@ def _dot(a, b):
         acc += a[i] * b[i]
     return acc
 
-
-@njit(cache=True, fastmath=_FM, inline="always", error_model="numpy")
-def _matvec_acc(v, x, W, n):
-    """v[:ncols] += x[:n] @ W[:n], four rows per pass (one load/store of v per four FMAs)."""
-    nc = W.shape[1]
-    r = 0
-    while r + 4 <= n:
-        x0 = x[r]
-        x1 = x[r + 1]
-        x2 = x[r + 2]
-        x3 = x[r + 3]
-        w0 = W[r]
-        w1 = W[r + 1]
-        w2 = W[r + 2]
-        w3 = W[r + 3]
-        for c in range(nc):
-            v[c] += x0 * w0[c] + x1 * w1[c] + x2 * w2[c] + x3 * w3[c]
-        r += 4
-    while r < n:
-        x0 = x[r]
-        w0 = W[r]
-        for c in range(nc):
-            v[c] += x0 * w0[c]
-        r += 1
 
 
 @njit(cache=True, fastmath=_FM, inline="always", error_model="numpy")
