@@ -64,6 +64,43 @@ class WindowResult:
 
 
 @dataclass
+class WindowPass:
+    """The window run once more after the update (z = posterior mean), then the prior rolled on
+    from its end: everything a tick reports and carries. One window (B = 1)."""
+
+    raw: torch.Tensor  # [W, O] output pre-activations over the window
+    free_energy: float  # window negative ELBO (the ER loss at z = mu_q)
+    kl_by_layer: torch.Tensor  # [L] summed over the window, unweighted KL / z_l
+    first: State  # state after the window's first step: where the next window starts
+    end: State  # state after its last step
+    mu_q_last: torch.Tensor  # [Z] posterior mean of z at the newest step
+    prior_next: torch.Tensor  # [2Z] prior pre-activations (mu | log sigma) for the step after the window
+    rollout_raw: torch.Tensor  # [S, P, O] output pre-activations of the rollouts (S = 1: the mean path)
+
+
+def reference_window_pass(problem: WindowProblem, a_mu: torch.Tensor, a_ls: torch.Tensor, horizon: int,
+                          noise: torch.Tensor | None) -> WindowPass:
+    """`WindowPass` with the model's own torch code (problem.eps is ignored). noise: [S, P, Z]
+    standard normal draws for S sampled rollouts, None for the prior's mean path."""
+    model, fw = problem.model, problem.fw
+    out = model.posterior_forward(a_mu, a_ls, None, State(problem.h0, problem.d0), problem.first_is_unit_prior,
+                                  fw=fw, keep_h=True)
+    ones = torch.ones(a_mu.shape[:2], device=a_mu.device, dtype=a_mu.dtype)
+    terms = free_energy(model, out, problem.target, problem.joint_mask, ones, problem.kl_w, problem.kl_w1,
+                        problem.first_is_unit_prior)
+    end = State(out.h_last, out.d[:, -1])
+    if noise is None:
+        rollout_raw, _, _ = model.rollout(end, horizon, fw=fw)
+    else:
+        S = noise.shape[0]
+        rep = State(end.h.expand(S, -1), end.d.expand(S, -1))
+        rollout_raw, _, _ = model.rollout(rep, horizon, sample=True, noise=noise, fw=fw)
+    return WindowPass(raw=out.raw[0], free_energy=float(terms.total), kl_by_layer=terms.kl_by_layer,
+                      first=State(out.states_h[:, 0], out.d[:, 0]), end=end, mu_q_last=out.mu_q[0, -1],
+                      prior_next=(end.d @ fw.W_p + fw.b_p)[0], rollout_raw=rollout_raw)
+
+
+@dataclass
 class ERTick:
     """What one ER tick returns. Joint values are in raw units (as observed)."""
 
@@ -186,39 +223,36 @@ class ErrorRegression:
 
     def _final_pass(self, problem: WindowProblem, losses: np.ndarray, K: int) -> ERTick:
         model, cfg = self.model, self.cfg
-        out = model.posterior_forward(self.a_mu, self.a_ls, None, self.start, self.at_stream_start, fw=self.fw,
-                                      keep_h=True)
-        ones = torch.ones(1, self.obs.shape[0], device=self.obs.device)
-        terms = free_energy(model, out, problem.target, self.mask[None], ones, self.kl_w, self.kl_w1,
-                            self.at_stream_start)
-        self.next_start = State(out.states_h[:, 0], out.d[:, 0])
-        end = State(out.h_last, out.d[:, -1])
-        pre = end.d @ self.fw.W_p + self.fw.b_p
-        Z = model.z_total
-        self.next_slot = (pre[:, :Z], pre[:, Z:])
-        spread = None
+        noise = None
         if cfg.samples > 0:
+            noise = torch.randn((cfg.samples, cfg.horizon, model.z_total), generator=self.generator,
+                                device=self.a_mu.device)
+        window_pass = getattr(self.backend, "window_pass", reference_window_pass)
+        wp = window_pass(problem, self.a_mu, self.a_ls, cfg.horizon, noise)
+        self.next_start = wp.first
+        Z = model.z_total
+        self.next_slot = (wp.prior_next[:Z], wp.prior_next[Z:])
+        decode, denormalize = model.coding.decode, self.trained.normalizer.denormalize
+        samples = denormalize(decode(wp.rollout_raw).cpu().double().numpy())  # [S, P, D]
+        spread = None
+        if noise is not None:
             # Monte Carlo predictive distribution: its mean is the prediction (the MSE-optimal
             # point estimate when the future branches), its std the spread
-            rep = State(end.h.expand(cfg.samples, -1), end.d.expand(cfg.samples, -1))
-            raw_s, _, _ = model.rollout(rep, cfg.horizon, sample=True, generator=self.generator, fw=self.fw)
-            samples = self.trained.normalizer.denormalize(model.coding.decode(raw_s).cpu().double().numpy())
             prediction, spread = samples.mean(axis=0), samples.std(axis=0)
         else:
-            raw, _, _ = model.rollout(end, cfg.horizon, fw=self.fw)  # the prior's mean path
-            prediction = self.trained.normalizer.denormalize(model.coding.decode(raw)[0].cpu().double().numpy())
-        decoded = model.coding.decode(out.raw)[0]
+            prediction = samples[0]  # the prior's mean path
+        decoded = decode(wp.raw)
         m = self.mask
         mse = float((((decoded - self.obs) ** 2) * m).sum() / m.sum().clamp_min(1))
         n = self.obs.shape[0]
-        latest = out.mu_q[0, -1].cpu().numpy()
+        latest = wp.mu_q_last.cpu().numpy()
         offsets = np.cumsum([0] + model.z_sizes)
         return ERTick(
             prediction=prediction,
             spread=spread,
             reconstruction_error=mse,
-            kl_per_layer=(terms.kl_by_layer / n).tolist(),
-            free_energy=float(terms.total),
+            kl_per_layer=(wp.kl_by_layer / n).tolist(),
+            free_energy=wp.free_energy,
             latent_means=[latest[offsets[i]:offsets[i + 1]] for i in range(len(model.z_sizes))],
             losses=losses,
             window=n,

@@ -231,9 +231,12 @@ class PVRNN(nn.Module):
         generator: torch.Generator | None = None,
         first_is_unit_prior: bool = False,
         fw: FlatWeights | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, State, torch.Tensor]:
         """Generate `steps` steps from `state0`: the first `posterior_steps` from A (target
-        generation), then the prior. Returns (raw output [B, steps, O], final state, d [B, steps, Dsum])."""
+        generation), then the prior. With `sample`, z = mu + sigma * noise, noise [B, steps, Z]
+        given or drawn from `generator`. Returns (raw output [B, steps, O], final state,
+        d [B, steps, Dsum])."""
         fw = fw or self.flat()
         h, d = state0
         B, Z = h.shape[0], self.z_total
@@ -251,7 +254,9 @@ class PVRNN(nn.Module):
                 p = d @ fw.W_p + fw.b_p
                 mu, ls = torch.tanh(p[:, :Z]), self.clamp_ls(p[:, Z:])
             if sample:
-                z = mu + torch.exp(ls) * torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+                e = noise[:, t] if noise is not None else torch.randn(mu.shape, generator=generator,
+                                                                       device=mu.device, dtype=mu.dtype)
+                z = mu + torch.exp(ls) * e
             else:
                 z = mu
             h = h + fw.inv_tau * (d @ fw.W_rec + z @ fw.W_zd + fw.b_h - h)

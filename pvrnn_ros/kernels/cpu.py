@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from pvrnn_ros.core.er import AdamState, WindowProblem, WindowResult
+from pvrnn_ros.core.er import AdamState, WindowPass, WindowProblem, WindowResult
+from pvrnn_ros.core.model import State
 
 # Compute dtype of the weights and the d/h/output activations (the matrix products). Everything
 # per unit of z (A, Adam moments, KL terms), the targets and the loss accumulate in float64.
@@ -37,9 +38,30 @@ def _tanh(x):
 
 
 _C = np.float32
+_FM = {"contract"}  # FMA contraction only (no reassociation): results stay deterministic
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=_FM, inline="always", error_model="numpy")
+def _tanh32(x):
+    """float32 tanh as a [13/6] rational function on [-7.9, 7.9] (the Eigen/XLA approximation,
+    |error| < 3e-7): pure arithmetic, so the loops calling it vectorise (libm exp does not).
+    NaN propagates."""
+    v = _C(7.90531110763549805) if x > _C(7.90531110763549805) else x
+    v = _C(-7.90531110763549805) if v < _C(-7.90531110763549805) else v
+    x2 = v * v
+    p = x2 * _C(-2.76076847742355e-16) + _C(2.00018790482477e-13)
+    p = x2 * p + _C(-8.60467152213735e-11)
+    p = x2 * p + _C(5.12229709037114e-08)
+    p = x2 * p + _C(1.48572235717979e-05)
+    p = x2 * p + _C(6.37261928875436e-04)
+    p = x2 * p + _C(4.89352455891786e-03)
+    q = x2 * _C(1.19825839466702e-06) + _C(1.18534705686654e-04)
+    q = x2 * q + _C(2.26843463243900e-03)
+    q = x2 * q + _C(4.89352518554385e-03)
+    return v * p / q
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
 def _expv(x, out, ib, n):
     """out[k] = exp(x[k]) for k < n, float32, x <= 0 (softmax after max subtraction; clamped at
     -87): Cephes' expf (range reduction by ln 2, degree-6 polynomial, ~1 ulp) as pure arithmetic,
@@ -89,28 +111,24 @@ def _mva(v, x, W, n):
         r += 1
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=_FM, error_model="numpy")
 def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
              h0, d0, amu, als, use_eps, eps, lmin, lmax, first_unit,
              softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
-             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, PLOGP, PSUM, need_grad):
-    """One window's forward pass; fills the activation buffers and GRAW (dL/draw) and returns
-    the window loss. Dd[t] / H[t] hold d_{t-1} / h_{t-1} (row 0 = carried state)."""
+             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, need_grad):
+    """One window's forward pass; fills the activation buffers, RAW (output pre-activations) and
+    GRAW (dL/draw) and returns the window loss. Dd[t] / H[t] hold d_{t-1} / h_{t-1} (row 0 =
+    carried state). The recurrence runs first; the output layer, which nothing feeds back from,
+    then runs over all W steps at once."""
     W, Z = amu.shape
     Dsum = W_rec.shape[0]
     d1, O = W_o.shape
-    D = mask.shape[1]
-    inv_D = 1.0 / D
     for i in range(Dsum):
         Dd[0, i] = d0[i]
         H[0, i] = h0[i]
     u = np.empty(Dsum, W_rec.dtype)
     z = np.empty(Z, W_rec.dtype)
     q = np.empty(2 * Z, W_rec.dtype)
-    raw = np.empty(O, W_rec.dtype)
-    xs = np.empty(O, np.float32)
-    ib = np.empty(O, np.int32)
-    mxs = np.empty(D, W_rec.dtype)
     loss = 0.0
     for t in range(W):
         dp = Dd[t]
@@ -120,31 +138,12 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                 q[c] = b_q[c]
             _mva(q, dp, W_q, Dsum)
             for i in range(Z):
-                mq = _tanh(q[i] + amu[t, i])
-                pre = q[Z + i] + als[t, i]
-                MUQ[t, i] = mq
-                if pre < lmin:
-                    LSQ[t, i] = lmin
-                    OKQ[t, i] = 0.0
-                elif pre > lmax:
-                    LSQ[t, i] = lmax
-                    OKQ[t, i] = 0.0
-                else:
-                    LSQ[t, i] = pre
-                    OKQ[t, i] = 1.0
+                MUQ[t, i] = _tanh(q[i] + amu[t, i])
+                _clamped(q[Z + i] + als[t, i], lmin, lmax, LSQ, OKQ, t, i)
         else:
             for i in range(Z):
                 MUQ[t, i] = _tanh(amu[t, i])
-                pre = als[t, i]
-                if pre < lmin:
-                    LSQ[t, i] = lmin
-                    OKQ[t, i] = 0.0
-                elif pre > lmax:
-                    LSQ[t, i] = lmax
-                    OKQ[t, i] = 0.0
-                else:
-                    LSQ[t, i] = pre
-                    OKQ[t, i] = 1.0
+                _clamped(als[t, i], lmin, lmax, LSQ, OKQ, t, i)
         for i in range(Z):
             s = math.exp(LSQ[t, i])
             SQ[t, i] = s
@@ -163,7 +162,7 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
         for c in range(Dsum):
             hv = hp[c] + inv_tau[c] * (u[c] - hp[c])
             hn[c] = hv
-            dn[c] = _tanh(hv)
+            dn[c] = _tanh32(hv)
         # prior from d_{t-1}
         unit = first_unit and t == 0
         if unit:
@@ -177,16 +176,7 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
             _mva(q, dp, W_p, Dsum)
             for i in range(Z):
                 MUP[t, i] = _tanh(q[i])
-                pre = q[Z + i]
-                if pre < lmin:
-                    LSP[t, i] = lmin
-                    OKP[t, i] = 0.0
-                elif pre > lmax:
-                    LSP[t, i] = lmax
-                    OKP[t, i] = 0.0
-                else:
-                    LSP[t, i] = pre
-                    OKP[t, i] = 1.0
+                _clamped(q[Z + i], lmin, lmax, LSP, OKP, t, i)
         # KL
         klsum = 0.0
         for i in range(Z):
@@ -195,56 +185,78 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
             sq = SQ[t, i]
             klsum += w * (LSP[t, i] - LSQ[t, i] + (sq * sq + dm * dm) * math.exp(-2.0 * LSP[t, i]) * 0.5 - 0.5)
         loss += klsum
-        # output
+    # output layer over all steps
+    for t in range(W):
+        r = RAW[t]
         for o in range(O):
-            raw[o] = b_o[o]
-        _mva(raw, dn, W_o, d1)
-        rec = 0.0
-        if softmax:
-            # rec_j = sum_k p_k log p_k (precomputed in PLOGP) - sum_k p_k raw_k + (sum_k p_k) lse
-            # per-joint max subtracted, then one vectorised exp over all O outputs into GRAW[t]
+            r[o] = b_o[o]
+        _mva(r, Dd[t + 1], W_o, d1)
+    return loss + _output_loss(softmax, RAW, XS, IB, tgt, mask, offs, nbins, PLOGP, PSUM, GRAW, need_grad)
+
+
+@njit(cache=True, fastmath=_FM, inline="always", error_model="numpy")
+def _clamped(pre, lmin, lmax, LS, OK, t, i):
+    """LS[t, i] = clamp(pre); OK[t, i] = 1 where the clamp passes the gradient."""
+    if pre < lmin:
+        LS[t, i] = lmin
+        OK[t, i] = 0.0
+    elif pre > lmax:
+        LS[t, i] = lmax
+        OK[t, i] = 0.0
+    else:
+        LS[t, i] = pre
+        OK[t, i] = 1.0
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _output_loss(softmax, RAW, XS, IB, tgt, mask, offs, nbins, PLOGP, PSUM, GRAW, need_grad):
+    """Reconstruction loss of all W steps from RAW [W, O]; GRAW = dL/dRAW when need_grad."""
+    W, O = RAW.shape
+    D = mask.shape[1]
+    inv_D = 1.0 / D
+    rec = 0.0
+    if softmax:
+        # rec_tj = sum_k p_k log p_k (precomputed in PLOGP) - sum_k p_k raw_k + (sum_k p_k) lse;
+        # per-joint max subtracted, then one vectorised exp over all W x O outputs into GRAW
+        for t in range(W):
             for j in range(D):
                 off = offs[j]
                 n = nbins[j]
-                mx = raw[off]
+                mx = RAW[t, off]
                 for k in range(1, n):
-                    if raw[off + k] > mx:
-                        mx = raw[off + k]
+                    mx = max(mx, RAW[t, off + k])
                 for k in range(n):
-                    xs[off + k] = raw[off + k] - mx
-                mxs[j] = mx
-            E = GRAW[t]
-            _expv(xs, E, ib, O)
+                    XS[t, off + k] = RAW[t, off + k] - mx
+        _expv(XS.reshape(W * O), GRAW.reshape(W * O), IB.reshape(W * O), W * O)
+        for t in range(W):
             for j in range(D):
                 off = offs[j]
                 n = nbins[j]
                 mj = mask[t, j]
-                mx = mxs[j]
                 se = 0.0
                 pr = 0.0
                 for k in range(n):
-                    se += E[off + k]
-                    pr += tgt[t, j, k] * raw[off + k]
-                lse = mx + math.log(se)
+                    se += GRAW[t, off + k]
+                    pr += tgt[t, j, k] * XS[t, off + k]
                 ps = PSUM[t, j]
-                rec += mj * (PLOGP[t, j] - pr + ps * lse)
+                # sum_k p_k (raw_k - lse) = pr - ps log(se) with raw measured from the max
+                rec += mj * (PLOGP[t, j] - pr + ps * math.log(se))
                 if need_grad:
                     g = mj * inv_D * ps / se
                     h = mj * inv_D
                     for k in range(n):
                         GRAW[t, off + k] = g * GRAW[t, off + k] - h * tgt[t, j, k]
-        else:
+    else:
+        for t in range(W):
             for j in range(D):
-                y = _tanh(raw[j])
+                y = _tanh(RAW[t, j])
                 if mask[t, j] > 0:
                     diff = y - tgt[t, j, 0]
-                    rec += diff * diff
+                    rec += 0.5 * diff * diff
                     GRAW[t, j] = diff * (1.0 - y * y) * inv_D
                 else:
                     GRAW[t, j] = 0.0
-            rec *= 0.5
-        loss += rec * inv_D
-    return loss
+    return rec * inv_D
 
 
 @njit(cache=True, fastmath=False)
@@ -266,15 +278,57 @@ def _target_entropy(softmax, tgt, offs, nbins, PLOGP, PSUM):
             PSUM[t, j] = s
 
 
-@njit(cache=True, fastmath=False)
-def _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_oT, d1,
+@njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
+def _mmt(V, G, Wm):
+    """V[t, r] = sum_c Wm[r, c] G[t, c] for every row t (V = G Wm^T): each weight row is read
+    once per four rows of G, and the sums over c are reassociated so they vectorise."""
+    T, C = G.shape
+    R = Wm.shape[0]
+    t = 0
+    while t + 4 <= T:
+        g0 = G[t]
+        g1 = G[t + 1]
+        g2 = G[t + 2]
+        g3 = G[t + 3]
+        for r in range(R):
+            w = Wm[r]
+            a0 = w[0] * 0
+            a1 = a0
+            a2 = a0
+            a3 = a0
+            for c in range(C):
+                wc = w[c]
+                a0 += wc * g0[c]
+                a1 += wc * g1[c]
+                a2 += wc * g2[c]
+                a3 += wc * g3[c]
+            V[t, r] = a0
+            V[t + 1, r] = a1
+            V[t + 2, r] = a2
+            V[t + 3, r] = a3
+        t += 4
+    while t < T:
+        g0 = G[t]
+        for r in range(R):
+            w = Wm[r]
+            a0 = w[0] * 0
+            for c in range(C):
+                a0 += w[c] * g0[c]
+            V[t, r] = a0
+        t += 1
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_o,
               use_eps, eps, first_unit, kl_w, kl_w1,
-              Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, GMU, GLS):
-    """BPTT through one window from the buffers `_forward` filled; writes dL/dA into GMU, GLS."""
+              Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, GDO, GMU, GLS):
+    """BPTT through one window from the buffers `_forward` filled; writes dL/dA into GMU, GLS.
+    The output layer's share of dL/dd_t, GRAW W_o^T, is taken for all steps at once (GDO)."""
     W, Z = MUQ.shape
     Dsum = W_recT.shape[0]
-    O = W_oT.shape[0]
+    d1 = W_o.shape[0]
     dt = W_recT.dtype
+    _mmt(GDO, GRAW, W_o)
     gd = np.zeros(Dsum, dt)  # dL/dd_t from step t+1 (and later) terms
     gcarry = np.zeros(Dsum, dt)  # dL/dh_{t+1} (1 - it)
     gu = np.empty(Dsum, dt)
@@ -282,7 +336,8 @@ def _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_oT, d1,
     gqq = np.empty(2 * Z, dt)
     for t in range(W - 1, -1, -1):
         dn = Dd[t + 1]
-        _mva(gd, GRAW[t], W_oT, O)
+        for c in range(d1):
+            gd[c] += GDO[t, c]
         for c in range(Dsum):
             gh = gd[c] * (1.0 - dn[c] * dn[c]) + gcarry[c]
             gu[c] = gh * inv_tau[c]
@@ -320,34 +375,30 @@ def _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_oT, d1,
             _mva(gd, gqq, W_qT, 2 * Z)
 
 
-@njit(cache=True, fastmath=False)
-def _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, W_oT, b_o,
-             h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
-             use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
-             keep_best, losses, best_mu, best_ls, best_iter):
+@njit(cache=True)
+def _buffers(W, Z, Dsum, d1, O, D, dt):
+    """One window's activation and gradient buffers (see _forward / _backward for their use)."""
+    return (np.empty((W + 1, Dsum), dt), np.empty((W + 1, Dsum), dt),  # H, Dd
+            np.empty((W, Z)), np.empty((W, Z)), np.empty((W, Z)), np.empty((W, Z)),  # MUQ, LSQ, SQ, OKQ
+            np.empty((W, Z)), np.empty((W, Z)), np.empty((W, Z)),  # MUP, LSP, OKP
+            np.empty((W, O), dt), np.empty((W, O), np.float32), np.empty((W, O), np.int32),  # RAW, XS, IB
+            np.empty((W, O), dt), np.empty((W, d1), dt),  # GRAW, GDO
+            np.empty((W, Z)), np.empty((W, Z)),  # GMU, GLS
+            np.zeros((W, D)), np.zeros((W, D)))  # PLOGP, PSUM
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
+                    h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
+                    use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
+                    keep_best, losses, best_mu, best_ls, best_iter):
     """All K iterations for window b. a_mu, a_ls, m_*, v_* updated in place; losses [K, B];
     with keep_best, best_mu/best_ls get the window's best iterate and best_iter[b] the last
     iteration at which it improved."""
     _, W, Z = a_mu.shape
-    Dsum = W_rec.shape[0]
-    O = W_o.shape[1]
-    d1 = W_o.shape[0]
-    H = np.empty((W + 1, Dsum), W_rec.dtype)
-    Dd = np.empty((W + 1, Dsum), W_rec.dtype)
-    MUQ = np.empty((W, Z))
-    LSQ = np.empty((W, Z))
-    SQ = np.empty((W, Z))
-    OKQ = np.empty((W, Z))
-    MUP = np.empty((W, Z))
-    LSP = np.empty((W, Z))
-    OKP = np.empty((W, Z))
-    GRAW = np.empty((W, O), W_rec.dtype)
-    GMU = np.empty((W, Z))
-    GLS = np.empty((W, Z))
+    (H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, GDO, GMU, GLS, PLOGP,
+     PSUM) = _buffers(W, Z, W_rec.shape[0], W_o.shape[0], W_o.shape[1], mask.shape[2], W_rec.dtype)
     dummy = np.zeros((W, Z))
-    D = mask.shape[2]
-    PLOGP = np.zeros((W, D))
-    PSUM = np.zeros((W, D))
     _target_entropy(softmax, tgt[b], offs, nbins, PLOGP, PSUM)
     amu = a_mu[b]
     als = a_ls[b]
@@ -357,15 +408,15 @@ def _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q,
         loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                         h0[b], d0[b], amu, als, use_eps, ek, lmin, lmax, first_unit,
                         softmax, tgt[b], mask[b], offs, nbins, kl_w, kl_w1,
-                        H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, PLOGP, PSUM, True)
+                        H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, True)
         losses[k, b] = loss
         if keep_best and (k == 0 or loss < best):
             best = loss
             best_iter[b] = k
             best_mu[b, :, :] = amu
             best_ls[b, :, :] = als
-        _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_oT, d1, use_eps, ek, first_unit,
-                  kl_w, kl_w1, Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, GMU, GLS)
+        _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_o, use_eps, ek, first_unit,
+                  kl_w, kl_w1, Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, GDO, GMU, GLS)
         step = step0 + k + 1
         bc1 = 1.0 - b1 ** step
         sbc2 = math.sqrt(1.0 - b2 ** step)
@@ -389,71 +440,117 @@ def _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q,
         loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                         h0[b], d0[b], amu, als, use_eps, ek, lmin, lmax, first_unit,
                         softmax, tgt[b], mask[b], offs, nbins, kl_w, kl_w1,
-                        H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, PLOGP, PSUM, False)
+                        H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, False)
         if loss < best:
             best_iter[b] = K
             best_mu[b, :, :] = amu
             best_ls[b, :, :] = als
 
 
-@njit(cache=True, fastmath=False)
-def _regress(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, W_oT, b_o,
+@njit(cache=True)
+def _regress(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
              h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
              use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
              keep_best, losses, best_mu, best_ls, best_iter):
     """All K iterations for all B windows, one after the other (see _regress_window)."""
     for b in range(a_mu.shape[0]):
-        _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, W_oT, b_o,
-                       h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
-                       use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
-                       keep_best, losses, best_mu, best_ls, best_iter)
+        _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
+                        h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
+                        use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
+                        keep_best, losses, best_mu, best_ls, best_iter)
 
 
-@njit(cache=True, fastmath=False, parallel=True)
-def _regress_par(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, W_oT, b_o,
-             h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
-             use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
-             keep_best, losses, best_mu, best_ls, best_iter):
+@njit(cache=True, parallel=True)
+def _regress_par(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
+                 h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
+                 use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
+                 keep_best, losses, best_mu, best_ls, best_iter):
     """As _regress with the windows spread over threads (B > 1)."""
     for b in prange(a_mu.shape[0]):
-        _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, W_oT, b_o,
-                       h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
-                       use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
-                       keep_best, losses, best_mu, best_ls, best_iter)
+        _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
+                        h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
+                        use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
+                        keep_best, losses, best_mu, best_ls, best_iter)
 
 
-@njit(cache=True, fastmath=False)
-def _grad(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, W_oT, b_o,
+@njit(cache=True)
+def _grad(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
           h0, d0, a_mu, a_ls, use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins,
           kl_w, kl_w1, losses, g_mu, g_ls):
     """Window loss [B] and its gradient w.r.t. A (no update): the testing hook for the BPTT."""
     B, W, Z = a_mu.shape
-    Dsum = W_rec.shape[0]
-    O = W_o.shape[1]
-    d1 = W_o.shape[0]
-    H = np.empty((W + 1, Dsum), W_rec.dtype)
-    Dd = np.empty((W + 1, Dsum), W_rec.dtype)
-    MUQ = np.empty((W, Z))
-    LSQ = np.empty((W, Z))
-    SQ = np.empty((W, Z))
-    OKQ = np.empty((W, Z))
-    MUP = np.empty((W, Z))
-    LSP = np.empty((W, Z))
-    OKP = np.empty((W, Z))
-    GRAW = np.empty((W, O), W_rec.dtype)
+    (H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, GDO, _, _, PLOGP,
+     PSUM) = _buffers(W, Z, W_rec.shape[0], W_o.shape[0], W_o.shape[1], mask.shape[2], W_rec.dtype)
     dummy = np.zeros((W, Z))
-    D = mask.shape[2]
-    PLOGP = np.zeros((W, D))
-    PSUM = np.zeros((W, D))
     for b in range(B):
         _target_entropy(softmax, tgt[b], offs, nbins, PLOGP, PSUM)
         ek = eps[b] if use_eps else dummy
         losses[b] = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                              h0[b], d0[b], a_mu[b], a_ls[b], use_eps, ek, lmin, lmax, first_unit,
                              softmax, tgt[b], mask[b], offs, nbins, kl_w, kl_w1,
-                             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, GRAW, PLOGP, PSUM, True)
-        _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_oT, d1, use_eps, ek, first_unit,
-                  kl_w, kl_w1, Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, g_mu[b], g_ls[b])
+                             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, True)
+        _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_o, use_eps, ek, first_unit,
+                  kl_w, kl_w1, Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, GDO, g_mu[b], g_ls[b])
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _window_pass(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
+                 h0, d0, a_mu, a_ls, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
+                 noise, use_noise, H, Dd, MUQ, RAW, KLU, PRE, ROLL):
+    """The window once more at z = mu_q (window 0 of the batch), then S prior rollouts of P steps
+    from its end (z = mu_p + sigma_p noise[s, p], or the mean path when not use_noise). Fills
+    H, Dd [W + 1, Dsum], MUQ [W, Z], RAW [W, O], KLU [W, Z] (unweighted KL), PRE [2Z] (prior
+    pre-activations after the window), ROLL [S, P, O]; returns the window loss."""
+    _, W, Z = a_mu.shape
+    Dsum = W_rec.shape[0]
+    d1, O = W_o.shape
+    (_, _, _, LSQ, SQ, OKQ, MUP, LSP, OKP, _, XS, IB, GRAW, _, _, _, PLOGP,
+     PSUM) = _buffers(W, Z, Dsum, d1, O, mask.shape[2], W_rec.dtype)
+    _target_entropy(softmax, tgt[0], offs, nbins, PLOGP, PSUM)
+    loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
+                    h0[0], d0[0], a_mu[0], a_ls[0], False, MUQ, lmin, lmax, first_unit,
+                    softmax, tgt[0], mask[0], offs, nbins, kl_w, kl_w1,
+                    H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, False)
+    for t in range(W):
+        for i in range(Z):
+            dm = MUQ[t, i] - MUP[t, i]
+            KLU[t, i] = LSP[t, i] - LSQ[t, i] + (SQ[t, i] ** 2 + dm * dm) * math.exp(-2.0 * LSP[t, i]) * 0.5 - 0.5
+    for c in range(2 * Z):
+        PRE[c] = b_p[c]
+    _mva(PRE, Dd[W], W_p, Dsum)
+    S, P, _ = ROLL.shape
+    h = np.empty(Dsum, W_rec.dtype)
+    d = np.empty(Dsum, W_rec.dtype)
+    u = np.empty(Dsum, W_rec.dtype)
+    q = np.empty(2 * Z, W_rec.dtype)
+    z = np.empty(Z, W_rec.dtype)
+    for s in range(S):
+        for c in range(Dsum):
+            h[c] = H[W, c]
+            d[c] = Dd[W, c]
+        for p in range(P):
+            for c in range(2 * Z):
+                q[c] = b_p[c]
+            _mva(q, d, W_p, Dsum)
+            for i in range(Z):
+                mu = _tanh(q[i])
+                if use_noise:
+                    ls = min(max(q[Z + i], lmin), lmax)
+                    z[i] = mu + math.exp(ls) * noise[s, p, i]
+                else:
+                    z[i] = mu
+            for c in range(Dsum):
+                u[c] = b_h[c]
+            _mva(u, d, W_rec, Dsum)
+            _mva(u, z, W_zd, Z)
+            for c in range(Dsum):
+                h[c] += inv_tau[c] * (u[c] - h[c])
+                d[c] = _tanh32(h[c])
+            r = ROLL[s, p]
+            for o in range(O):
+                r[o] = b_o[o]
+            _mva(r, d, W_o, d1)
+    return loss
 
 
 # ------------------------------------------------------------------------------------------------
@@ -489,7 +586,6 @@ class _Prepared:
             self.b_q = np.zeros_like(self.b_p)
         self.W_qT = np.ascontiguousarray(self.W_q.T)
         self.W_o = _w(fw.W_o)
-        self.W_oT = np.ascontiguousarray(self.W_o.T)
         self.b_o = _w(fw.b_o)
         coding = model.coding
         self.softmax = coding.kind == "softmax"
@@ -504,7 +600,7 @@ class _Prepared:
 
     def weights(self):
         return (self.W_rec, self.W_recT, self.W_zd, self.b_h, self.inv_tau, self.W_p, self.W_pT, self.b_p,
-                self.has_q, self.W_q, self.W_qT, self.b_q, self.W_o, self.W_oT, self.b_o)
+                self.has_q, self.W_q, self.W_qT, self.b_q, self.W_o, self.b_o)
 
 
 class _WeightCache:
@@ -583,6 +679,35 @@ class CpuBackend:
             best_iteration = int(best_iter.max())
         new_adam = AdamState(back(m_mu), back(v_mu), back(m_ls), back(v_ls), int(adam.step) + K)
         return WindowResult(back(amu), back(als), new_adam, back(losses), best_iteration)
+
+    def window_pass(self, problem: WindowProblem, a_mu: torch.Tensor, a_ls: torch.Tensor, horizon: int,
+                    noise: torch.Tensor | None) -> WindowPass:
+        """`pvrnn_ros.core.er.WindowPass` in one compiled call (window 0 of the batch)."""
+        prep = self._cache.get(problem)
+        h0, d0, target, mask, kl_w, kl_w1 = _problem_arrays(problem, prep)
+        _, W, Z = a_mu.shape
+        Dsum, O = prep.W_rec.shape[0], prep.W_o.shape[1]
+        use_noise = noise is not None
+        nz = _np(noise) if use_noise else np.zeros((1, horizon, Z))
+        dt = prep.W_rec.dtype
+        H, Dd = np.empty((W + 1, Dsum), dt), np.empty((W + 1, Dsum), dt)
+        MUQ, RAW, KLU = np.empty((W, Z)), np.empty((W, O), dt), np.empty((W, Z))
+        PRE, ROLL = np.empty(2 * Z, dt), np.empty((nz.shape[0], horizon, O), dt)
+        loss = _window_pass(*prep.weights(), h0, d0, _np(a_mu), _np(a_ls), prep.lmin, prep.lmax,
+                            bool(problem.first_is_unit_prior), prep.softmax, target, mask, prep.offs,
+                            prep.nbins, kl_w, kl_w1, nz, use_noise, H, Dd, MUQ, RAW, KLU, PRE, ROLL)
+        kl_sum = KLU.sum(0)
+        z_sizes = problem.model.z_sizes
+        starts = np.cumsum([0] + z_sizes[:-1])
+        kl_by_layer = np.add.reduceat(kl_sum, starts) / np.asarray(z_sizes, dtype=np.float64)
+        like = a_mu.detach()
+
+        def back(x):
+            return torch.from_numpy(x).to(dtype=like.dtype, device=like.device)
+
+        return WindowPass(raw=back(RAW), free_energy=float(loss), kl_by_layer=back(kl_by_layer),
+                          first=State(back(H[1:2]), back(Dd[1:2])), end=State(back(H[W:]), back(Dd[W:])),
+                          mu_q_last=back(MUQ[-1]), prior_next=back(PRE), rollout_raw=back(ROLL))
 
     def loss_and_grad(self, problem: WindowProblem, a_mu: torch.Tensor, a_ls: torch.Tensor,
                       eps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

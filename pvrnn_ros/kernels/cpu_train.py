@@ -34,6 +34,7 @@ from numba import njit
 from pvrnn_ros.core.model import FlatWeights
 
 from .cpu import _mva as _matvec_acc  # one blocked x @ W kernel for ER and training
+from .cpu import _tanh32  # one vectorisable float32 tanh for ER and training
 
 _FM = {"contract"}  # allow FMA contraction only (no reassociation): results stay deterministic
 
@@ -45,26 +46,6 @@ def _tanh(x):
 
 
 _C = np.float32
-
-
-@njit(cache=True, fastmath=_FM, inline="always", error_model="numpy")
-def _tanh32(x):
-    """float32 tanh as a [13/6] rational function on [-7.9, 7.9] (the Eigen/XLA approximation,
-    |error| < 3e-7): pure arithmetic, so the loops calling it vectorise (libm exp does not).
-    NaN propagates."""
-    v = _C(7.90531110763549805) if x > _C(7.90531110763549805) else x
-    v = _C(-7.90531110763549805) if v < _C(-7.90531110763549805) else v
-    x2 = v * v
-    p = x2 * _C(-2.76076847742355e-16) + _C(2.00018790482477e-13)
-    p = x2 * p + _C(-8.60467152213735e-11)
-    p = x2 * p + _C(5.12229709037114e-08)
-    p = x2 * p + _C(1.48572235717979e-05)
-    p = x2 * p + _C(6.37261928875436e-04)
-    p = x2 * p + _C(4.89352455891786e-03)
-    q = x2 * _C(1.19825839466702e-06) + _C(1.18534705686654e-04)
-    q = x2 * q + _C(2.26843463243900e-03)
-    q = x2 * q + _C(4.89352518554385e-03)
-    return v * p / q
 
 
 @njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")

@@ -206,3 +206,26 @@ def test_triton_import_fails_cleanly_without_triton():
             "try:\n    import pvrnn_ros.kernels.triton_er\nexcept ImportError as e:\n    print('IMPORTERROR', e)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert "IMPORTERROR" in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("output", ["tanh", "softmax"])
+@pytest.mark.parametrize("posterior", ["A", "d+A"])
+@pytest.mark.parametrize("sampled", [True, False])
+@pytest.mark.parametrize("first", [True, False])
+def test_cpu_window_pass_matches_reference(cpu, output, posterior, sampled, first):
+    """The tick's last window pass and prior rollouts, compiled, against the model's torch code."""
+    from pvrnn_ros.core.er import reference_window_pass
+
+    model = random_model(d=(7, 5, 3), z=(2, 1, 3), tau=(2.0, 4.0, 8.0), output=output, posterior=posterior,
+                         bottom_up=True, n_joints=5, seed=21)
+    problem, a_mu, a_ls, _ = random_problem(model, B=1, W=11, K=1, use_eps=False, first=first, seed=8)
+    noise = torch.randn(6, 4, model.z_total, generator=torch.Generator().manual_seed(3)) if sampled else None
+    got = cpu.window_pass(problem, a_mu, a_ls, 4, noise)
+    ref = reference_window_pass(problem, a_mu, a_ls, 4, noise)
+    assert got.rollout_raw.shape == ref.rollout_raw.shape == ((6 if sampled else 1), 4, model.coding.out_dim)
+    assert abs(got.free_energy - ref.free_energy) <= TOL * abs(ref.free_energy)
+    for name in ("raw", "kl_by_layer", "mu_q_last", "prior_next", "rollout_raw"):
+        assert rel_err(getattr(got, name), getattr(ref, name)) < TOL, name
+    for name in ("first", "end"):
+        for a, b in zip(getattr(got, name), getattr(ref, name)):
+            assert a.shape == b.shape and rel_err(a, b) < TOL, name
