@@ -85,7 +85,17 @@ def _expv(x, out, ib, n):
         out[k] *= sc[k]
 
 
-@njit(cache=True, fastmath=False, inline="always")
+@njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
+def _dot(a, b):
+    """sum_i a[i] b[i] (1-D, same length); reassociation allowed so the reduction vectorises
+    (a serial sum is one FMA latency per element)."""
+    acc = a[0] * b[0] * 0.0
+    for i in range(a.shape[0]):
+        acc += a[i] * b[i]
+    return acc
+
+
+@njit(cache=True, fastmath=_FM, inline="always", error_model="numpy")
 def _mva(v, x, W, n):
     """v[:W.shape[1]] += x[:n] @ W[:n], four rows of W per pass over v (one load and store of v
     per four multiply-adds instead of one per multiply-add)."""
@@ -114,7 +124,7 @@ def _mva(v, x, W, n):
 @njit(cache=True, fastmath=_FM, error_model="numpy")
 def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
              h0, d0, amu, als, use_eps, eps, lmin, lmax, first_unit,
-             softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
+             softmax, TG, mask, offs, nbins, kl_w, kl_w1,
              H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, need_grad):
     """One window's forward pass; fills the activation buffers, RAW (output pre-activations) and
     GRAW (dL/draw) and returns the window loss. Dd[t] / H[t] hold d_{t-1} / h_{t-1} (row 0 =
@@ -191,7 +201,7 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
         for o in range(O):
             r[o] = b_o[o]
         _mva(r, Dd[t + 1], W_o, d1)
-    return loss + _output_loss(softmax, RAW, XS, IB, tgt, mask, offs, nbins, PLOGP, PSUM, GRAW, need_grad)
+    return loss + _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW, need_grad)
 
 
 @njit(cache=True, fastmath=_FM, inline="always", error_model="numpy")
@@ -208,50 +218,61 @@ def _clamped(pre, lmin, lmax, LS, OK, t, i):
         OK[t, i] = 1.0
 
 
-@njit(cache=True, fastmath=_FM, error_model="numpy")
-def _output_loss(softmax, RAW, XS, IB, tgt, mask, offs, nbins, PLOGP, PSUM, GRAW, need_grad):
-    """Reconstruction loss of all W steps from RAW [W, O]; GRAW = dL/dRAW when need_grad."""
+@njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
+def _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW, need_grad):
+    """Reconstruction loss of all W steps from RAW [W, O] against TG [W, O] (target laid out as
+    the outputs); GRAW = dL/dRAW when need_grad. Per-joint sums run in float32 (at most a few
+    dozen terms, reassociated so they vectorise), the loss accumulates in float64."""
     W, O = RAW.shape
     D = mask.shape[1]
     inv_D = 1.0 / D
     rec = 0.0
     if softmax:
-        # rec_tj = sum_k p_k log p_k (precomputed in PLOGP) - sum_k p_k raw_k + (sum_k p_k) lse;
-        # per-joint max subtracted, then one vectorised exp over all W x O outputs into GRAW
+        # rec_tj = sum_k p_k log p_k (precomputed in PLOGP) - sum_k p_k x_k + (sum_k p_k) log sum_k e^x_k,
+        # x = raw - c_t for any shift c_t: the row's max, so nothing overflows, and one vectorised
+        # exp over all W x O outputs; a joint whose bins all underflow against it (its own max
+        # more than ~87 below the row's) is redone with its own max
         for t in range(W):
-            for j in range(D):
-                off = offs[j]
-                n = nbins[j]
-                mx = RAW[t, off]
-                for k in range(1, n):
-                    mx = max(mx, RAW[t, off + k])
-                for k in range(n):
-                    XS[t, off + k] = RAW[t, off + k] - mx
+            r = RAW[t]
+            mx = r[0]
+            for o in range(O):
+                mx = r[o] if r[o] > mx else mx
+            x = XS[t]
+            for o in range(O):
+                x[o] = r[o] - mx
         _expv(XS.reshape(W * O), GRAW.reshape(W * O), IB.reshape(W * O), W * O)
         for t in range(W):
+            E = GRAW[t]
+            x = XS[t]
+            p = TG[t]
             for j in range(D):
                 off = offs[j]
-                n = nbins[j]
+                end = off + nbins[j]
+                se = _C(0.0)
+                for k in range(off, end):
+                    se += E[k]
+                if se < _C(1e-30):
+                    _rescale_joint(x, E, off, end)
+                    se = _C(0.0)
+                    for k in range(off, end):
+                        se += E[k]
+                pr = _C(0.0)
+                for k in range(off, end):
+                    pr += p[k] * x[k]
                 mj = mask[t, j]
-                se = 0.0
-                pr = 0.0
-                for k in range(n):
-                    se += GRAW[t, off + k]
-                    pr += tgt[t, j, k] * XS[t, off + k]
                 ps = PSUM[t, j]
-                # sum_k p_k (raw_k - lse) = pr - ps log(se) with raw measured from the max
                 rec += mj * (PLOGP[t, j] - pr + ps * math.log(se))
                 if need_grad:
-                    g = mj * inv_D * ps / se
-                    h = mj * inv_D
-                    for k in range(n):
-                        GRAW[t, off + k] = g * GRAW[t, off + k] - h * tgt[t, j, k]
+                    g = _C(mj * inv_D * ps / se)
+                    h = _C(mj * inv_D)
+                    for k in range(off, end):
+                        E[k] = g * E[k] - h * p[k]
     else:
         for t in range(W):
             for j in range(D):
                 y = _tanh(RAW[t, j])
                 if mask[t, j] > 0:
-                    diff = y - tgt[t, j, 0]
+                    diff = y - TG[t, j]
                     rec += 0.5 * diff * diff
                     GRAW[t, j] = diff * (1.0 - y * y) * inv_D
                 else:
@@ -259,11 +280,26 @@ def _output_loss(softmax, RAW, XS, IB, tgt, mask, offs, nbins, PLOGP, PSUM, GRAW
     return rec * inv_D
 
 
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _rescale_joint(x, E, off, end):
+    """x[off:end] shifted by its own max and E = exp(x) there (the rare underflow path)."""
+    mx = x[off]
+    for k in range(off, end):
+        mx = x[k] if x[k] > mx else mx
+    for k in range(off, end):
+        x[k] = x[k] - mx
+        E[k] = math.exp(x[k])
+
+
 @njit(cache=True, fastmath=False)
-def _target_entropy(softmax, tgt, offs, nbins, PLOGP, PSUM):
-    """Per step and joint: sum_k p log p (log clamped at 1e-30 as the reference) and sum_k p."""
+def _target_prep(softmax, tgt, offs, nbins, PLOGP, PSUM, TG):
+    """The target laid out as the outputs (TG [W, O], float32) and, for softmax, per step and
+    joint sum_k p log p (log clamped at 1e-30 as the reference) and sum_k p."""
     W, D = PLOGP.shape
     if not softmax:
+        for t in range(W):
+            for j in range(D):
+                TG[t, j] = tgt[t, j, 0]
         return
     for t in range(W):
         for j in range(D):
@@ -271,6 +307,7 @@ def _target_entropy(softmax, tgt, offs, nbins, PLOGP, PSUM):
             s = 0.0
             for k in range(nbins[j]):
                 p = tgt[t, j, k]
+                TG[t, offs[j] + k] = p
                 if p != 0.0:
                     a += p * (math.log(p) if p > 1e-30 else math.log(1e-30))
                 s += p
@@ -344,9 +381,7 @@ def _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_o,
             gcarry[c] = gh * (1.0 - inv_tau[c])
         unit = first_unit and t == 0
         for i in range(Z):
-            gz = 0.0
-            for c in range(Dsum):
-                gz += gu[c] * W_zd[i, c]
+            gz = _dot(gu, W_zd[i])
             w = kl_w1[i] if unit else kl_w[i]
             mq = MUQ[t, i]
             mp = MUP[t, i]
@@ -384,7 +419,7 @@ def _buffers(W, Z, Dsum, d1, O, D, dt):
             np.empty((W, O), dt), np.empty((W, O), np.float32), np.empty((W, O), np.int32),  # RAW, XS, IB
             np.empty((W, O), dt), np.empty((W, d1), dt),  # GRAW, GDO
             np.empty((W, Z)), np.empty((W, Z)),  # GMU, GLS
-            np.zeros((W, D)), np.zeros((W, D)))  # PLOGP, PSUM
+            np.zeros((W, D)), np.zeros((W, D)), np.empty((W, O), np.float32))  # PLOGP, PSUM, TG
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
@@ -397,9 +432,9 @@ def _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q,
     iteration at which it improved."""
     _, W, Z = a_mu.shape
     (H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, GDO, GMU, GLS, PLOGP,
-     PSUM) = _buffers(W, Z, W_rec.shape[0], W_o.shape[0], W_o.shape[1], mask.shape[2], W_rec.dtype)
+     PSUM, TG) = _buffers(W, Z, W_rec.shape[0], W_o.shape[0], W_o.shape[1], mask.shape[2], W_rec.dtype)
     dummy = np.zeros((W, Z))
-    _target_entropy(softmax, tgt[b], offs, nbins, PLOGP, PSUM)
+    _target_prep(softmax, tgt[b], offs, nbins, PLOGP, PSUM, TG)
     amu = a_mu[b]
     als = a_ls[b]
     best = np.inf
@@ -407,7 +442,7 @@ def _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q,
         ek = eps[k, b] if use_eps else dummy
         loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                         h0[b], d0[b], amu, als, use_eps, ek, lmin, lmax, first_unit,
-                        softmax, tgt[b], mask[b], offs, nbins, kl_w, kl_w1,
+                        softmax, TG, mask[b], offs, nbins, kl_w, kl_w1,
                         H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, True)
         losses[k, b] = loss
         if keep_best and (k == 0 or loss < best):
@@ -439,7 +474,7 @@ def _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q,
         ek = eps[K - 1, b] if use_eps else dummy
         loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                         h0[b], d0[b], amu, als, use_eps, ek, lmin, lmax, first_unit,
-                        softmax, tgt[b], mask[b], offs, nbins, kl_w, kl_w1,
+                        softmax, TG, mask[b], offs, nbins, kl_w, kl_w1,
                         H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, False)
         if loss < best:
             best_iter[b] = K
@@ -480,14 +515,14 @@ def _grad(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b
     """Window loss [B] and its gradient w.r.t. A (no update): the testing hook for the BPTT."""
     B, W, Z = a_mu.shape
     (H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, GDO, _, _, PLOGP,
-     PSUM) = _buffers(W, Z, W_rec.shape[0], W_o.shape[0], W_o.shape[1], mask.shape[2], W_rec.dtype)
+     PSUM, TG) = _buffers(W, Z, W_rec.shape[0], W_o.shape[0], W_o.shape[1], mask.shape[2], W_rec.dtype)
     dummy = np.zeros((W, Z))
     for b in range(B):
-        _target_entropy(softmax, tgt[b], offs, nbins, PLOGP, PSUM)
+        _target_prep(softmax, tgt[b], offs, nbins, PLOGP, PSUM, TG)
         ek = eps[b] if use_eps else dummy
         losses[b] = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                              h0[b], d0[b], a_mu[b], a_ls[b], use_eps, ek, lmin, lmax, first_unit,
-                             softmax, tgt[b], mask[b], offs, nbins, kl_w, kl_w1,
+                             softmax, TG, mask[b], offs, nbins, kl_w, kl_w1,
                              H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, True)
         _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_o, use_eps, ek, first_unit,
                   kl_w, kl_w1, Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, GDO, g_mu[b], g_ls[b])
@@ -505,11 +540,11 @@ def _window_pass(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
     Dsum = W_rec.shape[0]
     d1, O = W_o.shape
     (_, _, _, LSQ, SQ, OKQ, MUP, LSP, OKP, _, XS, IB, GRAW, _, _, _, PLOGP,
-     PSUM) = _buffers(W, Z, Dsum, d1, O, mask.shape[2], W_rec.dtype)
-    _target_entropy(softmax, tgt[0], offs, nbins, PLOGP, PSUM)
+     PSUM, TG) = _buffers(W, Z, Dsum, d1, O, mask.shape[2], W_rec.dtype)
+    _target_prep(softmax, tgt[0], offs, nbins, PLOGP, PSUM, TG)
     loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                     h0[0], d0[0], a_mu[0], a_ls[0], False, MUQ, lmin, lmax, first_unit,
-                    softmax, tgt[0], mask[0], offs, nbins, kl_w, kl_w1,
+                    softmax, TG, mask[0], offs, nbins, kl_w, kl_w1,
                     H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, False)
     for t in range(W):
         for i in range(Z):

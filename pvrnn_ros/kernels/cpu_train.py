@@ -34,7 +34,7 @@ from numba import njit
 from pvrnn_ros.core.model import FlatWeights
 
 from .cpu import _mva as _matvec_acc  # one blocked x @ W kernel for ER and training
-from .cpu import _tanh32  # one vectorisable float32 tanh for ER and training
+from .cpu import _dot, _tanh32  # shared with the ER kernel
 
 _FM = {"contract"}  # allow FMA contraction only (no reassociation): results stay deterministic
 
@@ -46,16 +46,6 @@ def _tanh(x):
 
 
 _C = np.float32
-
-
-@njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
-def _dot(a, b):
-    """sum_i a[i] b[i] (1-D, same length); reassociation allowed so the reduction vectorises."""
-    acc = a[0] * b[0] * 0.0
-    for i in range(a.shape[0]):
-        acc += a[i] * b[i]
-    return acc
-
 
 
 @njit(cache=True, fastmath=_FM, inline="always", error_model="numpy")

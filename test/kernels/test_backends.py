@@ -84,6 +84,18 @@ def test_cpu_keep_best_picks_per_window(cpu):
     _check(cpu.regress(problem, a_mu, a_ls, adam), ref, True)
 
 
+def test_cpu_softmax_joint_far_below_the_others(cpu):
+    """One joint's logits 200 above the rest: the others underflow against the row's max and take
+    the per-joint path; the result must still equal the reference."""
+    model = random_model(output="softmax", n_joints=4, seed=6)
+    with torch.no_grad():
+        model.out.bias[: model.coding.bins[0]] += 200.0
+    problem, a_mu, a_ls, adam = random_problem(model, B=2, W=5, K=3, use_eps=True, seed=12)
+    res = cpu.regress(problem, a_mu, a_ls, adam)
+    assert torch.isfinite(res.losses).all()
+    _check(res, ReferenceBackend().regress(problem, a_mu, a_ls, adam), False)
+
+
 def test_cpu_zero_iterations(cpu):
     model = random_model(seed=2)
     problem, a_mu, a_ls, adam = random_problem(model, K=0, use_eps=False, keep_best=True)
