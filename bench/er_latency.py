@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ER tick latency per backend next to the autograd reference, and training speed.
 
-    python bench/er_latency.py [--quick] [--json PATH] [--cases abcde] [--backends cpu triton]
+    python bench/er_latency.py [--quick] [--json PATH] [--cases abcdef] [--backends cpu triton]
 
 Same as `pvrnn-ros bench` (one implementation: pvrnn_ros/kernels/bench.py).
 """

@@ -8,6 +8,7 @@ DESCRIPTION = (
     "Time one ER tick (K Adam iterations over a W-step window) for every available backend next to "
     "the autograd reference, on random weights, single-threaded: (a) an NRL-like 16-joint softmax "
     "net at W=K=15, (b) the default config at W=K=15, (c) at W=K=50, (d) (c) with 64 windows; "
+    "(f) the whole engine tick a node runs (b plus the last window pass and 16 prior rollouts); "
     "then (e) training epochs/s of the reference and fused CPU trainers, interleaved. JIT compile time is "
     "reported separately."
 )
@@ -18,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--backends", nargs="+", default=None,
                         help="backends to time next to reference (default: all available)")
-    parser.add_argument("--cases", default="abcde", help="which cases to run, e.g. 'abc'")
+    parser.add_argument("--cases", default="abcdef", help="which cases to run, e.g. 'abc'")
 
 
 def run(args: argparse.Namespace) -> int:

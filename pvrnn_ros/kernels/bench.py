@@ -115,7 +115,7 @@ def _backends(names: list[str] | None):
     return out
 
 
-def run_bench(quick: bool = False, backends: list[str] | None = None, only: str = "abcde",
+def run_bench(quick: bool = False, backends: list[str] | None = None, only: str = "abcdef",
               train_fast: bool = True, log=print) -> BenchResult:
     torch.set_num_threads(1)
     res = BenchResult(machine=f"{platform.processor() or platform.machine()}, {_cpu_count()} CPU cores, "
@@ -158,9 +158,60 @@ def run_bench(quick: bool = False, backends: list[str] | None = None, only: str 
                 row.speedup = ref_median / med
             res.rows.append(row)
             log(_fmt_row(row))
+    if "f" in only:
+        res.rows.extend(bench_engine(bks, quick, log))
     if "e" in only:
         res.training = bench_training(quick, train_fast, log)
     return res
+
+
+def _synthetic_demos(cfg: Config, n: int = 12, steps: int = 160):
+    """n smooth 7-joint sequences (sines, a little noise) at the config's rate."""
+    from pvrnn_ros.core.data import Demonstration
+
+    rng = np.random.default_rng(0)
+    demos = []
+    for i in range(n):
+        t = np.arange(steps) / cfg.data.rate_hz
+        pos = np.stack([np.sin(0.5 * t * (1 + 0.1 * j) + i) for j in range(7)], axis=1)
+        pos = pos + 0.01 * rng.standard_normal(pos.shape)
+        demos.append(Demonstration(f"seq{i}", t, pos, [f"j{j}" for j in range(7)]))
+    return demos
+
+
+def bench_engine(bks, quick: bool, log=print) -> list[Row]:
+    """(f) the whole ER tick a node runs, `ErrorRegression.step`, default config (W = K = 15,
+    then the last window pass and 16 sampled prior rollouts of 10 steps), per backend: what
+    (b) times plus everything around the K iterations."""
+    from pvrnn_ros.core.er import ErrorRegression
+    from pvrnn_ros.core.train import build_model
+
+    cfg = Config()
+    demos = _synthetic_demos(cfg, n=1, steps=400)
+    trained = build_model(cfg, demos)
+    stream = demos[0].positions
+    title = (f"ER engine tick (ErrorRegression.step), default config, W={cfg.er.window} K={cfg.er.iterations}, "
+             f"{cfg.er.samples} rollouts x {cfg.er.horizon} steps")
+    rows, ref_median = [], None
+    for name, bk in bks:
+        er = ErrorRegression(trained, backend=bk)
+        slow = name == "reference"
+        warm = cfg.er.window + 2  # fill the window (and the first tick's longer K) before timing
+        n = (10 if quick else 40) if slow else (40 if quick else 300)
+        ts = []
+        for i in range(warm + n):
+            t0 = time.perf_counter()
+            er.step(stream[i % len(stream)])
+            if i >= warm:
+                ts.append((time.perf_counter() - t0) * 1e3)
+        row = Row("f", title, name, statistics.median(ts), float(np.percentile(ts, 90)), len(ts))
+        if slow:
+            ref_median = row.median_ms
+        elif ref_median:
+            row.speedup = ref_median / row.median_ms
+        rows.append(row)
+        log(_fmt_row(row))
+    return rows
 
 
 def bench_training(quick: bool, fast: bool, log=print) -> dict[str, float]:
@@ -170,17 +221,10 @@ def bench_training(quick: bool, fast: bool, log=print) -> dict[str, float]:
     the per-round ratios (robust to load changes on a shared machine)."""
     import copy
 
-    from pvrnn_ros.core.data import Demonstration
     from pvrnn_ros.core.train import Trainer, build_model
 
     cfg = Config()
-    rng = np.random.default_rng(0)
-    demos = []
-    for i in range(12):
-        t = np.arange(160) / cfg.data.rate_hz
-        pos = np.stack([np.sin(0.5 * t * (1 + 0.1 * j) + i) for j in range(7)], axis=1)
-        pos = pos + 0.01 * rng.standard_normal(pos.shape)
-        demos.append(Demonstration(f"seq{i}", t, pos, [f"j{j}" for j in range(7)]))
+    demos = _synthetic_demos(cfg)
     torch.set_num_threads(1)  # (see run_bench: numba's OpenMP start-up may have reset it)
     backends = ["reference"]
     if fast:
