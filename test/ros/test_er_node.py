@@ -88,6 +88,9 @@ def test_er_predicts_from_shuffled_joint_states(ros, tiny_model):
     lat = [m.data for _, m in probe.messages("pvrnn/tick_latency")]
     assert lat and max(lat) < 1000
     assert er.poll() is None
+    procs.stop(er)
+    # the ER worker thread runs torch with the node's `threads` (1), not the per-thread default
+    assert "(worker torch threads 1)" in procs.log("er_node")
 
 
 def test_malformed_input_leaves_every_node_alive(ros, tiny_model):
