@@ -637,7 +637,7 @@ def _run(model, w: _Weights, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_
     dtype = torch.from_numpy(w.b_h[:0]).dtype
     N, T, Z = a_mu.shape
     Dsum = w.W_recT.shape[0]
-    d1, O = w.d1, w.b_o.shape[0]
+    O = w.b_o.shape[0]
     has_q = w.has_q
     K = _consts(model)
 

@@ -276,14 +276,12 @@ class ERNode(Node):
             self._job_ready.notify()
 
     def _work(self) -> None:
+        import torch
+
         if self.torch_threads > 0:
             # torch's OpenMP thread count is per calling thread: a new thread starts at the core
             # count, and 2-thread tiny ops under load made ticks ~5x slower in CPU time
-            import torch
-
             torch.set_num_threads(self.torch_threads)
-        import torch
-
         self.worker_torch_threads = torch.get_num_threads()
         while True:
             with self._job_ready:
