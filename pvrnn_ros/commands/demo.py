@@ -298,8 +298,8 @@ def _report(out: Path, trained, metrics: dict, live: dict, timings: dict, settin
               f"{settings['imitate_s']:g} s live imitation; ROS_DOMAIN_ID {settings['domain']} on localhost.", ""]
     lines += ["| stage | wall time |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} s |" for k, v in timings.items()]
-    lines += ["", f"Data: `bags/` (rosbag2 MCAP, one directory per episode); model: `model/model.pt` "
-              f"(loss curve `model/loss.png`); logs of every node: `logs/`.", ""]
+    lines += ["", "Data: `bags/` (rosbag2 MCAP, one directory per episode); model: `model/model.pt` "
+              "(loss curve `model/loss.png`); logs of every node: `logs/`.", ""]
 
     # prediction error vs baselines (evaluate)
     lines += ["## Prediction error vs baselines (held-out episodes, offline)", ""]
