@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from pvrnn_ros.core.er import AdamState, WindowProblem, WindowResult
+from pvrnn_ros.core.er import AdamState, WindowProblem, WindowResult, reference_window_pass
 from pvrnn_ros.core.model import State, free_energy
 
 
@@ -35,6 +35,7 @@ def adam_update(param: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: tor
 
 class ReferenceBackend:
     name = "reference"
+    window_pass = staticmethod(reference_window_pass)  # the tick's last pass and rollouts, in torch
 
     def regress(self, problem: WindowProblem, a_mu: torch.Tensor, a_ls: torch.Tensor,
                 adam: AdamState) -> WindowResult:

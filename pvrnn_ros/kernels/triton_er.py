@@ -6,6 +6,10 @@ hand-derived BPTT (same equations as `pvrnn_ros.kernels.cpu`), and Adam on the w
 Per-step activations the backward needs go to a per-window scratch buffer in global memory.
 Block sizes are `tl.constexpr` powers of two; odd sizes are handled with load/store masks.
 
+The tick's last window pass and its S sampled prior rollouts (`window_pass`) are one more launch,
+grid = (S,): each program repeats the W-step window (cheap next to S serial rollouts) and rolls
+its own sample forward, instead of the ~10 small torch ops per step the torch version launches.
+
 Supports tanh and softmax outputs, posterior "A" and "d+A", any number of layers, masks,
 eps or None, keep_best, first_is_unit_prior. Runs on CUDA tensors, and on CPU tensors under
 TRITON_INTERPRET=1 (how CI tests it; slow, for small problems only). fp32 throughout.
@@ -22,7 +26,8 @@ try:
 except Exception as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"the triton ER backend needs triton: {exc}") from exc
 
-from pvrnn_ros.core.er import AdamState, WindowProblem, WindowResult
+from pvrnn_ros.core.er import AdamState, WindowPass, WindowProblem, WindowResult
+from pvrnn_ros.core.model import State
 
 
 def _p2(n: int) -> int:
@@ -45,14 +50,15 @@ def _window_forward(
     b, k, W, Z, D, Kmax, inv_D, lmin, lmax,
     Wrec, Wzd, bh, itau, Wpm, Wpl, bpm, bpl, Wqm, Wql, bqm, bql, Wo, bo, valid,
     h0_ptr, d0_ptr, amu_ptr, als_ptr, eps_ptr, tgt_ptr, mask_ptr, klw, klw1,
-    sd_ptr, sz_ptr, sg_ptr,
+    sd_ptr, sz_ptr, sg_ptr, sh_ptr,
     Dsum,
     DP: tl.constexpr, ZP: tl.constexpr, JP: tl.constexpr, KP: tl.constexpr,
     SOFTMAX: tl.constexpr, HAS_Q: tl.constexpr, USE_EPS: tl.constexpr, FIRST_UNIT: tl.constexpr,
-    STORE: tl.constexpr,
+    STORE: tl.constexpr, STORE_H: tl.constexpr,
 ):
-    """Forward over one window; returns its loss. With STORE, writes d_t (sd), the z-unit
-    activations (sz: mu_q, ls_q, s_q, ok_q, mu_p, ls_p, ok_p) and dL/draw (sg) for the backward."""
+    """Forward over one window; returns (loss, h, d) at its end. With STORE, writes d_t (sd), the
+    z-unit activations (sz: mu_q, ls_q, s_q, ok_q, mu_p, ls_p, ok_p) and dL/draw (sg) for the
+    backward; with STORE_H also h_t (sh)."""
     rd = tl.arange(0, DP)
     rz = tl.arange(0, ZP)
     rj = tl.arange(0, JP)
@@ -64,6 +70,8 @@ def _window_forward(
     d = tl.load(d0_ptr + b * Dsum + rd, mask=dmask, other=0.0)
     if STORE:
         tl.store(sd_ptr + rd, d)
+    if STORE_H:
+        tl.store(sh_ptr + rd, h)
     loss = tl.sum(tl.zeros([ZP], tl.float32), 0)
     for t in range(W):
         a_off = (b * W + t) * Z + rz
@@ -133,31 +141,22 @@ def _window_forward(
             tl.store(zo + 5 * step, lsp)
             tl.store(zo + 6 * step, okp)
             tl.store(sg_ptr + t * JP * KP + rj[:, None] * KP + rk[None, :], graw)
-    return loss
+        if STORE_H:
+            tl.store(sh_ptr + (t + 1) * DP + rd, h)
+    return loss, h, d
 
 
 @triton.jit
-def _er_tick_kernel(
+def _load_weights(
     Wrec_p, Wzd_p, bh_p, itau_p, Wpm_p, Wpl_p, bpm_p, bpl_p, Wqm_p, Wql_p, bqm_p, bql_p, Wo_p, bo_p, valid_p,
-    h0_ptr, d0_ptr, amu_ptr, als_ptr, mmu_ptr, vmu_ptr, mls_ptr, vls_ptr,
-    eps_ptr, tgt_ptr, mask_ptr, klw, klw1, alpha_ptr, sbc2_ptr,
-    loss_ptr, bmu_ptr, bls_ptr, biter_ptr,
-    sd_base, sz_base, sg_base, gr_base,
-    W, Z, D, Kmax, Dsum, K, inv_D, lmin, lmax, b1, b2, adam_eps,
-    DP: tl.constexpr, ZP: tl.constexpr, JP: tl.constexpr, KP: tl.constexpr,
-    SOFTMAX: tl.constexpr, HAS_Q: tl.constexpr, USE_EPS: tl.constexpr, FIRST_UNIT: tl.constexpr,
-    KEEP_BEST: tl.constexpr,
+    DP: tl.constexpr, ZP: tl.constexpr, JP: tl.constexpr, KP: tl.constexpr, HAS_Q: tl.constexpr,
 ):
-    b = tl.program_id(0)
-    B = tl.num_programs(0)
+    """Every weight into registers once (host-padded with zeros to the block sizes)."""
     rd = tl.arange(0, DP)
     rz = tl.arange(0, ZP)
     rj = tl.arange(0, JP)
     rk = tl.arange(0, KP)
-    zmask = rz < Z
-    # weights, loaded once (host-padded with zeros to the block sizes)
-    m2 = rd[:, None] * DP + rd[None, :]
-    Wrec = tl.load(Wrec_p + m2)
+    Wrec = tl.load(Wrec_p + rd[:, None] * DP + rd[None, :])
     Wzd = tl.load(Wzd_p + rz[:, None] * DP + rd[None, :])
     dz = rd[:, None] * ZP + rz[None, :]
     Wpm = tl.load(Wpm_p + dz)
@@ -179,6 +178,75 @@ def _er_tick_kernel(
     Wo = tl.load(Wo_p + rd[:, None, None] * (JP * KP) + rj[None, :, None] * KP + rk[None, None, :])
     bo = tl.load(bo_p + rj[:, None] * KP + rk[None, :])
     valid = tl.load(valid_p + rj[:, None] * KP + rk[None, :]) > 0  # bin k exists for joint j
+    return Wrec, Wzd, bh, itau, Wpm, Wpl, bpm, bpl, Wqm, Wql, bqm, bql, Wo, bo, valid
+
+
+@triton.jit
+def _window_pass_kernel(
+    Wrec_p, Wzd_p, bh_p, itau_p, Wpm_p, Wpl_p, bpm_p, bpl_p, Wqm_p, Wql_p, bqm_p, bql_p, Wo_p, bo_p, valid_p,
+    h0_ptr, d0_ptr, amu_ptr, als_ptr, tgt_ptr, mask_ptr, klw, klw1, noise_ptr,
+    loss_ptr, sd_base, sz_base, sg_base, sh_base, roll_ptr,
+    W, Z, D, Kmax, Dsum, P, inv_D, lmin, lmax,
+    DP: tl.constexpr, ZP: tl.constexpr, JP: tl.constexpr, KP: tl.constexpr,
+    SOFTMAX: tl.constexpr, HAS_Q: tl.constexpr, USE_NOISE: tl.constexpr, FIRST_UNIT: tl.constexpr,
+):
+    """grid = (S,): every program runs window 0 once more at z = mu_q (program 0 keeps its
+    activations, h and d), then its own P-step prior rollout from the window's end with
+    z = mu_p + sigma_p noise[s, p] (or the mean path), output grouped per joint in roll [S, P, JP, KP]."""
+    s = tl.program_id(0)
+    rz = tl.arange(0, ZP)
+    rj = tl.arange(0, JP)
+    rk = tl.arange(0, KP)
+    zmask = rz < Z
+    (Wrec, Wzd, bh, itau, Wpm, Wpl, bpm, bpl, Wqm, Wql, bqm, bql, Wo, bo, valid) = _load_weights(
+        Wrec_p, Wzd_p, bh_p, itau_p, Wpm_p, Wpl_p, bpm_p, bpl_p, Wqm_p, Wql_p, bqm_p, bql_p, Wo_p, bo_p, valid_p,
+        DP, ZP, JP, KP, HAS_Q)
+    # (programs other than 0 write their copy of the window's activations to their own scratch)
+    loss, h, d = _window_forward(
+        0, 0, W, Z, D, Kmax, inv_D, lmin, lmax,
+        Wrec, Wzd, bh, itau, Wpm, Wpl, bpm, bpl, Wqm, Wql, bqm, bql, Wo, bo, valid,
+        h0_ptr, d0_ptr, amu_ptr, als_ptr, amu_ptr, tgt_ptr, mask_ptr, klw, klw1,
+        sd_base + s * (W + 1) * DP, sz_base + s * 7 * W * ZP, sg_base + s * W * JP * KP,
+        sh_base + s * (W + 1) * DP, Dsum,
+        DP, ZP, JP, KP, SOFTMAX, HAS_Q, False, FIRST_UNIT, True, True)
+    tl.store(loss_ptr + s, loss)
+    for p in range(P):
+        mup = _tanh(tl.sum(d[:, None] * Wpm, 0) + bpm)
+        if USE_NOISE:
+            lsp, _ = _clamp_ok(tl.sum(d[:, None] * Wpl, 0) + bpl, lmin, lmax)
+            e = tl.load(noise_ptr + (s * P + p) * Z + rz, mask=zmask, other=0.0)
+            z = tl.where(zmask, mup + tl.exp(lsp) * e, 0.0)
+        else:
+            z = tl.where(zmask, mup, 0.0)
+        u = tl.sum(d[:, None] * Wrec, 0) + tl.sum(z[:, None] * Wzd, 0) + bh
+        h = h + itau * (u - h)
+        d = _tanh(h)
+        raw = tl.sum(d[:, None, None] * Wo, 0) + bo
+        tl.store(roll_ptr + ((s * P + p) * JP + rj[:, None]) * KP + rk[None, :], raw)
+
+
+@triton.jit
+def _er_tick_kernel(
+    Wrec_p, Wzd_p, bh_p, itau_p, Wpm_p, Wpl_p, bpm_p, bpl_p, Wqm_p, Wql_p, bqm_p, bql_p, Wo_p, bo_p, valid_p,
+    h0_ptr, d0_ptr, amu_ptr, als_ptr, mmu_ptr, vmu_ptr, mls_ptr, vls_ptr,
+    eps_ptr, tgt_ptr, mask_ptr, klw, klw1, alpha_ptr, sbc2_ptr,
+    loss_ptr, bmu_ptr, bls_ptr, biter_ptr,
+    sd_base, sz_base, sg_base, gr_base,
+    W, Z, D, Kmax, Dsum, K, inv_D, lmin, lmax, b1, b2, adam_eps,
+    DP: tl.constexpr, ZP: tl.constexpr, JP: tl.constexpr, KP: tl.constexpr,
+    SOFTMAX: tl.constexpr, HAS_Q: tl.constexpr, USE_EPS: tl.constexpr, FIRST_UNIT: tl.constexpr,
+    KEEP_BEST: tl.constexpr,
+):
+    b = tl.program_id(0)
+    B = tl.num_programs(0)
+    rd = tl.arange(0, DP)
+    rz = tl.arange(0, ZP)
+    rj = tl.arange(0, JP)
+    rk = tl.arange(0, KP)
+    zmask = rz < Z
+    (Wrec, Wzd, bh, itau, Wpm, Wpl, bpm, bpl, Wqm, Wql, bqm, bql, Wo, bo, valid) = _load_weights(
+        Wrec_p, Wzd_p, bh_p, itau_p, Wpm_p, Wpl_p, bpm_p, bpl_p, Wqm_p, Wql_p, bqm_p, bql_p, Wo_p, bo_p, valid_p,
+        DP, ZP, JP, KP, HAS_Q)
     # per-window scratch
     sd_ptr = sd_base + b * (W + 1) * DP
     sz_ptr = sz_base + b * 7 * W * ZP
@@ -188,12 +256,12 @@ def _er_tick_kernel(
     best = tl.sum(tl.zeros([ZP], tl.float32), 0) + 3.0e38
     bit = tl.sum(tl.zeros([ZP], tl.int32), 0)
     for k in range(K):
-        loss = _window_forward(
+        loss, _, _ = _window_forward(
             b, k, W, Z, D, Kmax, inv_D, lmin, lmax,
             Wrec, Wzd, bh, itau, Wpm, Wpl, bpm, bpl, Wqm, Wql, bqm, bql, Wo, bo, valid,
             h0_ptr, d0_ptr, amu_ptr, als_ptr, eps_ptr, tgt_ptr, mask_ptr, klw, klw1,
-            sd_ptr, sz_ptr, sg_ptr, Dsum,
-            DP, ZP, JP, KP, SOFTMAX, HAS_Q, USE_EPS, FIRST_UNIT, True)
+            sd_ptr, sz_ptr, sg_ptr, sd_ptr, Dsum,
+            DP, ZP, JP, KP, SOFTMAX, HAS_Q, USE_EPS, FIRST_UNIT, True, False)
         tl.store(loss_ptr + k * B + b, loss)
         if KEEP_BEST:
             better = loss < best
@@ -267,12 +335,12 @@ def _er_tick_kernel(
             tl.store(als_ptr + off, a, mask=zmask)
         tl.debug_barrier()
     if KEEP_BEST:
-        loss = _window_forward(
+        loss, _, _ = _window_forward(
             b, K - 1, W, Z, D, Kmax, inv_D, lmin, lmax,
             Wrec, Wzd, bh, itau, Wpm, Wpl, bpm, bpl, Wqm, Wql, bqm, bql, Wo, bo, valid,
             h0_ptr, d0_ptr, amu_ptr, als_ptr, eps_ptr, tgt_ptr, mask_ptr, klw, klw1,
-            sd_ptr, sz_ptr, sg_ptr, Dsum,
-            DP, ZP, JP, KP, SOFTMAX, HAS_Q, USE_EPS, FIRST_UNIT, False)
+            sd_ptr, sz_ptr, sg_ptr, sd_ptr, Dsum,
+            DP, ZP, JP, KP, SOFTMAX, HAS_Q, USE_EPS, FIRST_UNIT, False, False)
         better = loss < best
         bit = tl.where(better, K, bit)
         zb = tl.where(better, Z, 0)
@@ -331,6 +399,12 @@ class _Padded:
             bo[:D, 0] = fw.b_o.detach().to(**f32)
             valid[:D, 0] = 1.0
         self.Wo, self.bo, self.valid = Wo.contiguous(), bo.contiguous(), valid.contiguous()
+        # output o sits at [j, k] of the grouped layout: its flat index j * KP + k
+        if self.softmax:
+            flat = [j * KP + k for j, n in enumerate(coding.bins) for k in range(n)]
+        else:
+            flat = [j * KP for j in range(D)]
+        self.flat_out = torch.tensor(flat, dtype=torch.long, device=device)
         self.lmin, self.lmax = float(model.cfg.logsigma_min), float(model.cfg.logsigma_max)
 
     def args(self):
@@ -355,6 +429,48 @@ class TritonBackend:
         self._cache.insert(0, (tensors, versions, device, pw))
         del self._cache[4:]
         return pw
+
+    def window_pass(self, problem: WindowProblem, a_mu: torch.Tensor, a_ls: torch.Tensor, horizon: int,
+                    noise: torch.Tensor | None) -> WindowPass:
+        """`pvrnn_ros.core.er.WindowPass` of window 0: one kernel launch (the window pass and S
+        rollouts, one program per rollout) and a few tensor ops for the KL and the outputs."""
+        device = a_mu.device
+        pw = self._padded(problem, device)
+        _, W, Z = a_mu.shape
+        f32 = dict(dtype=torch.float32, device=device)
+
+        def c(t):
+            return t[:1].detach().to(**f32).contiguous()
+
+        use_noise = noise is not None
+        S = noise.shape[0] if use_noise else 1
+        nz = noise.detach().to(**f32).contiguous() if use_noise else torch.zeros(1, **f32)
+        DP, ZP, JP, KP = pw.DP, pw.ZP, pw.JP, pw.KP
+        loss = torch.empty(S, **f32)
+        sd, sh = torch.empty(S, W + 1, DP, **f32), torch.empty(S, W + 1, DP, **f32)
+        sz, sg = torch.empty(S, 7, W, ZP, **f32), torch.empty(S, W, JP, KP, **f32)
+        roll = torch.empty(S, horizon, JP, KP, **f32)
+        _window_pass_kernel[(S,)](
+            *pw.args(),
+            c(problem.h0), c(problem.d0), c(a_mu), c(a_ls), c(problem.target), c(problem.joint_mask),
+            problem.kl_w.detach().to(**f32).contiguous(), problem.kl_w1.detach().to(**f32).contiguous(), nz,
+            loss, sd, sz, sg, sh, roll,
+            W, Z, pw.D, pw.Kmax, pw.Dsum, horizon, 1.0 / pw.D, pw.lmin, pw.lmax,
+            DP=DP, ZP=ZP, JP=JP, KP=KP, SOFTMAX=pw.softmax, HAS_Q=pw.has_q, USE_NOISE=use_noise,
+            FIRST_UNIT=bool(problem.first_is_unit_prior), num_warps=self.num_warps,
+        )
+        model, fw, dt, Dsum = problem.model, problem.fw, a_mu.dtype, pw.Dsum
+        d_seq, h_seq = sd[0, :, :Dsum].to(dt), sh[0, :, :Dsum].to(dt)
+        mu_q, ls_q, s_q, mu_p, ls_p = (sz[0, i, :, :Z].to(dt) for i in (0, 1, 2, 4, 5))
+        kl = ls_p - ls_q + (s_q * s_q + (mu_q - mu_p) ** 2) * torch.exp(-2.0 * ls_p) * 0.5 - 0.5  # [W, Z]
+        sizes = torch.tensor(model.z_sizes, dtype=dt, device=device)
+        kl_by_layer = torch.zeros(len(model.z_sizes), dtype=dt, device=device).index_add(0, model.z_layer, kl.sum(0))
+        end = State(h_seq[W:], d_seq[W:])
+        d1 = fw.W_o.shape[0]
+        return WindowPass(raw=d_seq[1:, :d1] @ fw.W_o + fw.b_o, free_energy=float(loss[0]),
+                          kl_by_layer=kl_by_layer / sizes, first=State(h_seq[1:2], d_seq[1:2]), end=end,
+                          mu_q_last=mu_q[-1], prior_next=(end.d @ fw.W_p + fw.b_p)[0],
+                          rollout_raw=roll.reshape(S, horizon, JP * KP)[..., pw.flat_out].to(dt))
 
     def regress(self, problem: WindowProblem, a_mu: torch.Tensor, a_ls: torch.Tensor,
                 adam: AdamState) -> WindowResult:

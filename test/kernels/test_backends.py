@@ -196,11 +196,17 @@ def _run_triton_cases(device: str):
                           env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) >= 4
-    for row in rows:
+    ticks = [r for r in rows if "case" in r]
+    passes = [r for r in rows if "window_pass" in r]
+    assert len(ticks) >= 4 and len(passes) == 2
+    for row in ticks:
         for key in ("losses", "a_mu", "a_ls", "m_mu", "v_ls"):
             assert row[key] < TOL, row
         assert row["step"][0] == row["step"][1] and row["best"][0] == row["best"][1], row
+    for row in passes:
+        assert row["shapes"][0] == row["shapes"][1], row
+        for key in ("free_energy", "raw", "kl_by_layer", "mu_q_last", "prior_next", "rollout_raw", "first", "end"):
+            assert row[key] < TOL, row
 
 
 @pytest.mark.skipif(not _triton_installed(), reason="triton not installed")

@@ -57,6 +57,32 @@ def main() -> int:
             "v_ls": rel_err(res.adam.v_ls.cpu(), ref.adam.v_ls), "step": [res.adam.step, ref.adam.step],
             "best": [res.best_iteration, ref.best_iteration],
         }), flush=True)
+    # the tick's last window pass and rollouts: (d, z, output, posterior, W, S (0 = mean path), first)
+    from pvrnn_ros.core.er import reference_window_pass
+
+    for i, (d, z, out, post, W, S, first) in enumerate([((7, 5), (2, 3), "softmax", "A", 4, 3, False),
+                                                       ((5, 3), (1, 2), "tanh", "d+A", 3, 0, True)]):
+        model = random_model(d=d, z=z, tau=[2.0, 5.0], output=out, posterior=post, bottom_up=True, n_joints=4,
+                             seed=40 + i)
+        problem, a_mu, a_ls, _ = random_problem(model, B=1, W=W, K=1, use_eps=False, first=first, seed=50 + i)
+        noise = torch.randn(S, 3, model.z_total, generator=torch.Generator().manual_seed(i)) if S else None
+        ref = reference_window_pass(problem, a_mu, a_ls, 3, noise)
+        if args.device != "cpu":
+            dev = torch.device(args.device)
+            model = model.to(dev)
+            problem.fw = type(problem.fw)(*[None if t is None else t.to(dev) for t in problem.fw])
+            for name in ("h0", "d0", "target", "joint_mask", "kl_w", "kl_w1"):
+                setattr(problem, name, getattr(problem, name).to(dev))
+            a_mu, a_ls = a_mu.to(dev), a_ls.to(dev)
+            noise = None if noise is None else noise.to(dev)
+        got = tb.window_pass(problem, a_mu, a_ls, 3, noise)
+        row = {"window_pass": i, "free_energy": abs(got.free_energy - ref.free_energy) / abs(ref.free_energy)}
+        for name in ("raw", "kl_by_layer", "mu_q_last", "prior_next", "rollout_raw"):
+            row[name] = rel_err(getattr(got, name).cpu(), getattr(ref, name))
+        for name in ("first", "end"):
+            row[name] = max(rel_err(a.cpu(), b) for a, b in zip(getattr(got, name), getattr(ref, name)))
+        row["shapes"] = [list(got.rollout_raw.shape), list(ref.rollout_raw.shape)]
+        print(json.dumps(row), flush=True)
     return 0
 
 
