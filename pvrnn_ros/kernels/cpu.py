@@ -149,11 +149,11 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
             _mva(q, dp, W_q, Dsum)
             for i in range(Z):
                 MUQ[t, i] = _tanh(q[i] + amu[t, i])
-                _clamped(q[Z + i] + als[t, i], lmin, lmax, LSQ, OKQ, t, i)
+                LSQ[t, i], OKQ[t, i] = _clamp_ok(q[Z + i] + als[t, i], lmin, lmax)
         else:
             for i in range(Z):
                 MUQ[t, i] = _tanh(amu[t, i])
-                _clamped(als[t, i], lmin, lmax, LSQ, OKQ, t, i)
+                LSQ[t, i], OKQ[t, i] = _clamp_ok(als[t, i], lmin, lmax)
         for i in range(Z):
             s = math.exp(LSQ[t, i])
             SQ[t, i] = s
@@ -186,7 +186,7 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
             _mva(q, dp, W_p, Dsum)
             for i in range(Z):
                 MUP[t, i] = _tanh(q[i])
-                _clamped(q[Z + i], lmin, lmax, LSP, OKP, t, i)
+                LSP[t, i], OKP[t, i] = _clamp_ok(q[Z + i], lmin, lmax)
         # KL
         klsum = 0.0
         for i in range(Z):
@@ -204,18 +204,15 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
     return loss + _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW, need_grad)
 
 
-@njit(cache=True, fastmath=_FM, inline="always", error_model="numpy")
-def _clamped(pre, lmin, lmax, LS, OK, t, i):
-    """LS[t, i] = clamp(pre); OK[t, i] = 1 where the clamp passes the gradient."""
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _clamp_ok(pre, lmin, lmax):
+    """(clamp(pre, lmin, lmax), 1.0 where the clamp passes the gradient else 0.0): torch.clamp's
+    value and gradient mask, shared by the ER and training kernels."""
     if pre < lmin:
-        LS[t, i] = lmin
-        OK[t, i] = 0.0
-    elif pre > lmax:
-        LS[t, i] = lmax
-        OK[t, i] = 0.0
-    else:
-        LS[t, i] = pre
-        OK[t, i] = 1.0
+        return lmin, 0.0
+    if pre > lmax:
+        return lmax, 0.0
+    return pre, 1.0
 
 
 @njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
@@ -570,7 +567,7 @@ def _window_pass(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
             for i in range(Z):
                 mu = _tanh(q[i])
                 if use_noise:
-                    ls = min(max(q[Z + i], lmin), lmax)
+                    ls, _ = _clamp_ok(q[Z + i], lmin, lmax)
                     z[i] = mu + math.exp(ls) * noise[s, p, i]
                 else:
                     z[i] = mu

@@ -52,6 +52,8 @@ _C = np.float32
 def _posterior_unit(a, pre, e, use_eps, lmin, lmax, fast):
     """(mu_q, clamped log sigma_q, sigma_q, clamp-gradient mask, z) of one unit."""
     mq = _tanh32(a) if fast else _tanh(a)
+    # the clamp is written out here and in the two loops below: calling cpu._clamp_ok instead
+    # measured ~2x slower for those loops (86 vs 46 us per epoch-sized pass)
     ok = 1.0
     if pre < lmin:
         pre = lmin
