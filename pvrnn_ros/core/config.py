@@ -90,6 +90,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # 0 disables
     threads: int = 1  # torch intra-op threads (1 is fastest for these small matrices); 0 = torch's default
     backend: str = "auto"  # "auto" (cpu if numba imports and device is cpu), "reference" (autograd), "cpu"
+    cpu_threads: int = 0  # threads of the "cpu" backend, each runs its share of the sequences; 0 = one per core
 
     def validate(self, key: str = "train") -> None:
         _require(self.epochs >= 0, f"{key}.epochs", self.epochs, "an integer >= 0")
@@ -98,6 +99,7 @@ class TrainConfig:
         _require(self.checkpoint_every >= 1, f"{key}.checkpoint_every", self.checkpoint_every, "an integer >= 1")
         _require(self.grad_clip >= 0, f"{key}.grad_clip", self.grad_clip, "a value >= 0")
         _require(self.threads >= 0, f"{key}.threads", self.threads, "an integer >= 0")
+        _require(self.cpu_threads >= 0, f"{key}.cpu_threads", self.cpu_threads, "an integer >= 0")
         _require(self.backend in ("auto", "reference", "cpu"), f"{key}.backend", self.backend,
                  "one of auto, reference, cpu")
 

@@ -90,7 +90,10 @@ class Trainer:
             from pvrnn_ros.kernels import cpu_train
 
             self._cpu_train = cpu_train
-            self.optimizer = torch.optim.Adam(params, lr=cfg.lr, fused=True)  # same math, one kernel
+            self._cpu_threads = cpu_train.resolve_threads(cfg.cpu_threads)
+            # the same Adam, applied by cpu_train.CpuAdam (its state stays this optimizer's; the
+            # "fused" flag marks a state dict saved by this backend)
+            self.optimizer = torch.optim.Adam(params, lr=cfg.lr, fused=True)
         else:
             self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
         fused = self.optimizer.defaults.get("fused")
@@ -99,6 +102,8 @@ class Trainer:
             for group in self.optimizer.param_groups:  # the saved flag is the saving backend's
                 if "fused" in group:
                     group["fused"] = fused
+        if self.backend == "cpu":
+            self._adam = self._cpu_train.CpuAdam(self.optimizer)
         self.generator = torch.Generator(device=trained.device)
         if trained.rng_state is not None:
             self.generator.set_state(trained.rng_state)
@@ -128,19 +133,12 @@ class Trainer:
                 step_mask = sel(self.step_mask)
                 terms, param_grads, g_mu, g_ls = self._cpu_train.model_grads(
                     model, a_mu, a_ls, eps, sel(self.target), sel(self.joint_mask), step_mask,
-                    model.kl_w, model.kl_w1, data=sel(tr.data))
-                self.optimizer.zero_grad(set_to_none=True)
-                for p, g in param_grads:
-                    p.grad = g
-                if idx is None:
-                    A.mu.grad, A.logsigma.grad = g_mu, g_ls
-                else:  # as autograd through the row selection: zero outside the batch
-                    A.mu.grad, A.logsigma.grad = torch.zeros_like(A.mu), torch.zeros_like(A.logsigma)
-                    A.mu.grad[idx], A.logsigma.grad[idx] = g_mu, g_ls
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
-                                                   cfg.grad_clip)
-                self.optimizer.step()
+                    model.kl_w, model.kl_w1, data=sel(tr.data), threads=self._cpu_threads)
+                if idx is not None:  # as autograd through the row selection: zero outside the batch
+                    full_mu, full_ls = torch.zeros_like(A.mu), torch.zeros_like(A.logsigma)
+                    full_mu[idx], full_ls[idx] = g_mu, g_ls
+                    g_mu, g_ls = full_mu, full_ls
+                self._adam.step(param_grads + [(A.mu, g_mu), (A.logsigma, g_ls)], cfg.grad_clip)
                 n = a_mu.shape[0]
                 total += terms.total * n
                 rec += terms.rec * n

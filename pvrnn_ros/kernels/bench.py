@@ -215,52 +215,66 @@ def bench_engine(bks, quick: bool, log=print) -> list[Row]:
 
 
 def bench_training(quick: bool, fast: bool, log=print) -> dict[str, float]:
-    """Training epochs/s, default config, 12 sequences x 160 steps: the autograd reference trainer
-    and (fast=True, numba available) the fused CPU path (`train.backend: cpu`), measured side by
-    side: interleaved rounds on identical models, epochs/s per round, medians and the median of
-    the per-round ratios (robust to load changes on a shared machine)."""
+    """Training epochs/s, default config, 12 sequences x 160 steps, measured side by side:
+    interleaved rounds on identical models, epochs/s per round, medians. Variants: the autograd
+    reference trainer on 1 torch thread and on every core; with numba the fused CPU path
+    (`train.backend: cpu`) on 1 thread and (cpu_threads) on every core. Each cpu variant's
+    speed-up is the median over rounds of its rate over the faster reference variant of that
+    round (robust to load changes on a shared machine)."""
     import copy
 
     from pvrnn_ros.core.train import Trainer, build_model
 
     cfg = Config()
     demos = _synthetic_demos(cfg)
-    torch.set_num_threads(1)  # (see run_bench: numba's OpenMP start-up may have reset it)
-    backends = ["reference"]
+    cores = _cpu_count()
+    variants = [("reference", "reference", 1, 1)]  # (label, backend, torch threads, cpu_threads)
+    if cores > 1:
+        variants.append((f"reference_{cores}t", "reference", cores, 1))
     if fast:
         try:
             from pvrnn_ros.kernels import cpu_train
 
             cpu_train.warmup()  # JIT compile or cache load, excluded
-            backends.append("cpu")
+            variants.append(("cpu", "cpu", 1, 1))
+            if cores > 1:
+                variants.append((f"cpu_{cores}t", "cpu", 1, cores))
         except ImportError:
             log("  (numba not available: fused CPU training path skipped)")
     trainers = {}
-    for name in backends:
+    for label, backend, torch_threads, cpu_threads in variants:
         c = copy.deepcopy(cfg)
-        c.train.backend = name
-        trainers[name] = Trainer(build_model(c, demos))
-        for _ in range(2 if name == "reference" else 5):  # warm-up
-            trainers[name].epoch()
+        c.train.backend = backend
+        c.train.cpu_threads = cpu_threads
+        torch.set_num_threads(torch_threads)
+        trainers[label] = Trainer(build_model(c, demos))
+        for _ in range(2 if backend == "reference" else 5):  # warm-up
+            trainers[label].epoch()
     rounds = 3 if quick else 7
     per_round = {"reference": 2 if quick else 5, "cpu": 20 if quick else 50}
-    rates: dict[str, list[float]] = {name: [] for name in backends}
+    rates: dict[str, list[float]] = {v[0]: [] for v in variants}
     for _ in range(rounds):
-        for name in backends:
-            n = per_round[name]
+        for label, backend, torch_threads, _ in variants:
+            torch.set_num_threads(torch_threads)
+            n = per_round[backend]
             t0 = time.perf_counter()
             for _ in range(n):
-                trainers[name].epoch()
-            rates[name].append(n / (time.perf_counter() - t0))
-    out = {f"{name}_epochs_per_s": statistics.median(r) for name, r in rates.items()}
-    msg = (f"(e) training, default config, 12 seq x 160 steps, {rounds} interleaved rounds: "
-           f"reference {out['reference_epochs_per_s']:.2f} epochs/s")
-    if "cpu" in rates:
-        ratios = [c / r for c, r in zip(rates["cpu"], rates["reference"])]
-        out["cpu_speedup"] = statistics.median(ratios)
-        msg += (f", cpu {out['cpu_epochs_per_s']:.2f} epochs/s, speed-up {out['cpu_speedup']:.1f}x "
-                f"(per-round {min(ratios):.1f}-{max(ratios):.1f}x)")
-    log(msg)
+                trainers[label].epoch()
+            rates[label].append(n / (time.perf_counter() - t0))
+    torch.set_num_threads(1)
+    out = {f"{label}_epochs_per_s": statistics.median(r) for label, r in rates.items()}
+    refs = [label for label, backend, *_ in variants if backend == "reference"]
+    best_ref = [max(rates[label][i] for label in refs) for i in range(rounds)]
+    parts = [f"{label} {out[label + '_epochs_per_s']:.2f}" for label in refs]
+    for label, backend, *_ in variants:
+        if backend != "cpu":
+            continue
+        ratios = [c / r for c, r in zip(rates[label], best_ref)]
+        out[f"{label}_speedup"] = statistics.median(ratios)
+        parts.append(f"{label} {out[label + '_epochs_per_s']:.2f} ({out[label + '_speedup']:.1f}x, "
+                     f"per round {min(ratios):.1f}-{max(ratios):.1f}x)")
+    log(f"(e) training epochs/s, default config, 12 seq x 160 steps, {rounds} interleaved rounds: "
+        + ", ".join(parts) + "  [speed-up over the faster reference]")
     return out
 
 
@@ -285,10 +299,13 @@ def format_table(res: BenchResult) -> str:
         lines.append(f"({r.scenario})  {r.backend:10s} {r.median_ms:10.3f} {r.p90_ms:10.3f} {r.n:4d} {sp}  {r.title}")
     tr = res.training
     if tr:
-        line = f"(e)  training epochs/s  reference {tr['reference_epochs_per_s']:.2f}"
-        if "cpu_epochs_per_s" in tr:
-            line += f"  cpu {tr['cpu_epochs_per_s']:.2f}  speed-up {tr['cpu_speedup']:.1f}x"
-        lines.append(line + "  (default config, 12 seq x 160 steps, 1 thread)")
+        lines.append("(e)  training epochs/s (default config, 12 seq x 160 steps; _Nt = N threads; speed-up over "
+                     "the faster reference)")
+        for key, rate in tr.items():
+            if key.endswith("_epochs_per_s"):
+                label = key[:-len("_epochs_per_s")]
+                sp = tr.get(f"{label}_speedup")
+                lines.append(f"     {label:12s} {rate:10.2f}" + (f" {sp:8.1f}x" if sp else ""))
     return "\n".join(lines)
 
 

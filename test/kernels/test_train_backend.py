@@ -41,7 +41,7 @@ def _problem(model, N=5, T=9, seed=3, missing=True):
     a_ls = a_ls.to(dt)
     eps = torch.randn(N, T, Z, generator=g).to(dt)
     x = (torch.rand(N, T, D, generator=g) * 1.6 - 0.8).to(dt)
-    lengths = torch.tensor([T, T - 3, 1, T - 1, 4][:N])
+    lengths = torch.tensor(([T, T - 3, 1, T - 1, 4] * 3)[:N])
     sm = (torch.arange(T)[None] < lengths[:, None]).to(dt)
     jm = sm.unsqueeze(-1).expand(N, T, D).clone()
     if missing:
@@ -103,6 +103,70 @@ def test_gradients_equal_autograd(arch, bottom_up, posterior, output, dtype, tol
     for (name, p), r in zip(model.named_parameters(), g_par):
         assert got[id(p)].shape == p.shape and _rel(got[id(p)], r) <= tol, name
     assert _rel(gm, g_A[0]) <= tol and _rel(gl, g_A[1]) <= tol
+
+
+@pytest.mark.parametrize("posterior", ["A", "d+A"])
+@pytest.mark.parametrize("N,threads", [(5, 2), (11, 2), (11, 3), (13, 4)])
+def test_threaded_split_equals_one_thread(posterior, N, threads):
+    """Sequences split between threads (parts of 2..6 sequences: full and partial 4-blocks, the
+    2-sequence kernel) give the one-thread loss and gradients up to summation order."""
+    d, z, tau = ARCH["3L"]
+    model = random_model(d, z, tau, output="softmax", bins=5, posterior=posterior, bottom_up=True,
+                         dtype=torch.float64, seed=N)
+    a_mu, a_ls, eps, x, target, jm, sm = _problem(model, N=N, T=8)
+    args = (model, a_mu, a_ls, eps, target, jm, sm, model.kl_w, model.kl_w1)
+    assert len(cpu_train._parts(N, threads)) == min(threads, N // 2)
+    t1, pg1, gm1, gl1 = cpu_train.model_grads(*args, data=x, threads=1)
+    tn, pgn, gmn, gln = cpu_train.model_grads(*args, data=x, threads=threads)
+    assert tn.total == pytest.approx(t1.total, rel=1e-12) and tn.sq_err == pytest.approx(t1.sq_err, rel=1e-12)
+    np.testing.assert_allclose(tn.kl_by_layer, t1.kl_by_layer, rtol=1e-6)  # (stored as float32)
+    for (p, g1), (q, gn) in zip(pg1, pgn):
+        assert p is q and _rel(gn, g1) <= 1e-12
+    assert gmn.shape == (N, 8, model.z_total) and _rel(gmn, gm1) <= 1e-12 and _rel(gln, gl1) <= 1e-12
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.05])
+def test_cpu_adam_equals_torch_adam(clip):
+    """CpuAdam (the cpu trainer's optimiser step) applies torch.optim.Adam's update, clipping as
+    clip_grad_norm_, keeps the state in the optimizer, and a saved state resumes in torch's Adam."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(7, 5), (5,), (3, 4, 2)]
+    ref = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+    mine = [torch.nn.Parameter(p.detach().clone()) for p in ref]
+    opt_ref = torch.optim.Adam(ref, lr=0.01, betas=(0.8, 0.99), eps=1e-6)
+    opt_mine = torch.optim.Adam(mine, lr=0.01, betas=(0.8, 0.99), eps=1e-6, fused=True)
+    adam = cpu_train.CpuAdam(opt_mine)
+    for step in range(6):
+        grads = [torch.randn(s, generator=g) * (step + 1) for s in shapes]
+        for p, gr in zip(ref, grads):
+            p.grad = gr.clone()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(ref, clip)
+        opt_ref.step()
+        adam.step(list(zip(mine, grads)), clip)
+        for p, q in zip(ref, mine):
+            np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), rtol=2e-6, atol=1e-7)
+            assert q.grad is None
+    for p, q in zip(ref, mine):
+        sr, sm = opt_ref.state[p], opt_mine.state[q]
+        assert float(sm["step"]) == float(sr["step"]) == 6.0
+        np.testing.assert_allclose(sm["exp_avg"].numpy(), sr["exp_avg"].numpy(), rtol=2e-6, atol=1e-8)
+        np.testing.assert_allclose(sm["exp_avg_sq"].numpy(), sr["exp_avg_sq"].numpy(), rtol=2e-6, atol=1e-10)
+    # the state dict continues in plain torch Adam exactly where CpuAdam left it
+    again = [torch.nn.Parameter(q.detach().clone()) for q in mine]
+    opt_again = torch.optim.Adam(again, lr=0.01, betas=(0.8, 0.99), eps=1e-6)
+    opt_again.load_state_dict(opt_mine.state_dict())
+    for group in opt_again.param_groups:
+        group["fused"] = None
+    grads = [torch.randn(s, generator=g) for s in shapes]
+    for p, q, gr in zip(ref, again, grads):
+        p.grad, q.grad = gr.clone(), gr.clone()
+    opt_ref.step()
+    opt_again.step()
+    for p, q in zip(ref, again):
+        np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), rtol=2e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="weight_decay"):
+        cpu_train.CpuAdam(torch.optim.Adam(ref, weight_decay=0.1))
 
 
 def test_layout_follows_parameter_updates():
