@@ -111,7 +111,7 @@ class Trainer:
             self.generator.manual_seed(cfg.seed + 1)
         self.target = trained.model.coding.target(trained.data)
         self.step_mask = trained.step_mask()
-        self.joint_mask = self.step_mask.unsqueeze(-1).expand_as(trained.data)
+        self.joint_mask = self.step_mask.unsqueeze(-1).expand_as(trained.data).contiguous()  # (once, not per epoch)
         self.stop_requested = False
 
     def epoch(self) -> EpochStats:

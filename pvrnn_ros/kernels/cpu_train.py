@@ -651,14 +651,14 @@ def _layout(model) -> _Layout:
     return lay
 
 
-def _buffers(model, T, parts, Z, XW, RW, PW, npdt):
+def _buffers(model, T, parts, Z, Dsum_Z, XW, RW, PW, npdt):
     """The step buffers of `_run`, persistent per model and shape (allocated zeroed once: the
     kernels rewrite the same entries every step, the padding and row T's unused parts stay 0).
     Returns (X and R of all sequences as [rows, width] tensors, per part a tuple of time-major
     views [T(+1), n1 - n0, width]): each part's rows are one contiguous block of the storage, so a
     thread owns its part and X^T R still runs over every row in one product."""
     cache = model.__dict__.setdefault("_cpu_train_bufs", {})
-    key = (T, tuple(parts), Z, XW, RW, PW, np.dtype(npdt).str)
+    key = (T, tuple(parts), Z, Dsum_Z, XW, RW, PW, np.dtype(npdt).str)
     hit = cache.get(key)
     if hit is None:
         if len(cache) > 4:
@@ -671,7 +671,10 @@ def _buffers(model, T, parts, Z, XW, RW, PW, npdt):
         store = [torch.zeros(rows * N * width, dtype=tdt).numpy() for rows, width in shapes]
         views = [tuple(buf[rows * n0 * width:rows * n1 * width].reshape(rows, n1 - n0, width)
                        for buf, (rows, width) in zip(store, shapes)) for n0, n1 in parts]
-        hit = cache[key] = (torch.from_numpy(store[0]).view(-1, XW), torch.from_numpy(store[1]).view(-1, RW), views)
+        Xf = torch.from_numpy(store[0]).view(-1, XW)
+        if XW > Dsum_Z:  # a ones column in X's padding (no kernel writes it): the bias gradients come out of X^T R
+            Xf[:, Dsum_Z] = 1.0
+        hit = cache[key] = (Xf, torch.from_numpy(store[1]).view(-1, RW), views)
     return hit
 
 
@@ -739,10 +742,8 @@ def _run(model, w: _Weights, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_
     # to multiples of 8 (the weight-gradient product is faster on aligned rows)
     op, oq, XW, RW = _offsets(Dsum, Z, O)
     parts = _parts(N, threads)
-    Xf, Rf, views = _buffers(model, T, parts, Z, XW, RW, 2 * Z + O, npdt)
-    ones = XW > Dsum + Z  # a ones column in X's padding: the bias gradients come out of X^T R
-    if ones:
-        Xf[:, Dsum + Z] = 1.0
+    Xf, Rf, views = _buffers(model, T, parts, Z, Dsum + Z, XW, RW, 2 * Z + O, npdt)
+    ones = XW > Dsum + Z  # (the ones column of X: see _buffers)
     lmin, lmax, fast = float(model.cfg.logsigma_min), float(model.cfg.logsigma_max), npdt == np.float32
     first_unit = bool(first_is_unit_prior)
     amu, als, klw, klw1 = n_(a_mu), n_(a_ls), n_(kl_w), n_(kl_w1)

@@ -135,6 +135,24 @@ def test_cpu_weight_cache_tracks_in_place_updates(cpu):
     _check(res, ReferenceBackend().regress(problem, a_mu, a_ls, adam), False)
 
 
+def test_cpu_window_pass_reuses_tick_inputs_unless_modified(cpu):
+    """window_pass after regress on the same problem reuses its conversions, but an in-place change
+    to the problem's target in between is seen."""
+    from pvrnn_ros.core.er import reference_window_pass
+
+    model = random_model(seed=4)
+    problem, a_mu, a_ls, adam = random_problem(model, B=1, W=6, K=3, use_eps=False, seed=5)
+    cpu.regress(problem, a_mu, a_ls, adam)
+    prep, arrays = cpu._inputs(problem)
+    assert cpu._inputs(problem)[1] is arrays  # memo hit
+    with torch.no_grad():
+        problem.target.mul_(-1.0)
+    got = cpu.window_pass(problem, a_mu, a_ls, 3, None)
+    assert cpu._inputs(problem)[1] is not arrays
+    ref = reference_window_pass(problem, a_mu, a_ls, 3, None)
+    assert abs(got.free_energy - ref.free_energy) <= TOL * abs(ref.free_energy)
+
+
 def _tiny_trained(output="tanh"):
     from pvrnn_ros.core.config import Config, LayerConfig
     from pvrnn_ros.core.data import Demonstration
