@@ -96,6 +96,7 @@ def write_report(trained, out: Path, wall: float) -> dict:
         "mean_prior_sigma_per_layer": sigma,
         "torch_threads": torch.get_num_threads(),
         "backend": hist.get("backend", "reference"),
+        "threads": hist.get("threads", torch.get_num_threads()),  # the cpu backend's (train.cpu_threads) or torch's
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
     name0, recon = generate(trained, "posterior", sequences=[0])[0]
@@ -111,7 +112,7 @@ def write_report(trained, out: Path, wall: float) -> dict:
         f"{trained.rate_hz:g} Hz)",
         f"- speed: {report['epochs_per_s']:.1f} epochs/s, {report['sequence_steps_per_s']:.0f} sequence-steps/s "
         f"(median of the last {len(recent)} epochs, train.backend {report['backend']}, "
-        f"{report['torch_threads']} torch thread(s))",
+        f"{report['threads']} thread(s))",
         f"- posterior reconstruction MSE: {mse:.4g} (normalised units, data in ±{trained.normalizer.scale}); "
         f"RMSE {report['posterior_rmse_rad']:.4g} rad",
         f"- KL per layer (sum over t, / z_l): {', '.join(f'{k:.3g}' for k in report['kl_per_layer'] or [])}",

@@ -180,6 +180,7 @@ class Trainer:
         for key in ("epoch", "loss", "rec", "rec_mse", "kl", "seconds"):
             hist.setdefault(key, [])
         hist["backend"] = self.backend
+        hist["threads"] = self._cpu_threads if self.backend == "cpu" else torch.get_num_threads()
         start_epoch = tr.epoch
         bar = tqdm(total=epochs, initial=start_epoch, disable=not progress, desc="train", unit="ep",
                    dynamic_ncols=True)
