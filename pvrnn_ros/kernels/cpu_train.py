@@ -1,7 +1,8 @@
 """Fused CPU training step: the loss and its hand-derived gradients w.r.t. every trainable flat
 weight and the adaptive vectors A, for a batch of N sequences with a step mask (variable
-lengths). One iteration, no optimiser: torch's Adam applies the update. `free_energy` on the
-autograd `posterior_forward` (pvrnn_ros.core.model) is the ground truth this is tested against.
+lengths). One iteration, no optimiser (`CpuAdam` below applies torch's Adam update).
+`free_energy` on the autograd `posterior_forward` (pvrnn_ros.core.model) is the ground truth this
+is tested against.
 
 Split (the math of `pvrnn_ros.kernels.cpu`, for all weights and a batch of sequences; float32,
 losses summed in float64):
@@ -12,9 +13,11 @@ losses summed in float64):
     reconstruction terms and every direct gradient (prior, output, KL: no recurrence needed).
   * `_brecur`: BPTT of dL/du_t and dL/dA, four sequences at a time; the direct dL/dd_t (prior at
     t+1, output at t) rides in the recurrent matrix-vector product ([W_rec^T ; W_p^T ; W_o^T]).
-  * BLAS over all (t, n) rows: prior and output pre-activations in one product, and every weight
-    gradient in one product X^T R with
+  * BLAS over all (t, n) rows (the prior and output pre-activations come out of `_recur`'s
+    product): every weight gradient in one product X^T R with
     X = [d_{t-1} | z_t] and R = [g_u_t | g_prior_t | g_raw_{t-1} | g_A_t] (see `_run`).
+  * `threads` > 1: contiguous parts of the sequences run all of the above on their own threads
+    (the kernels release the GIL); the per-part products and sums are added.
 
 Backward (g_x = dL/dx, "it" = 1/tau; Kmu, Kls: direct KL gradients w.r.t. mu_q, log sigma_q):
   g_d_t = g_raw_t W_o^T + [g_u_{t+1} W_rec^T + g_p_{t+1} W_p^T (+ g_q_{t+1} W_q^T)]
@@ -44,8 +47,6 @@ def _tanh(x):
     # 1 - 2 / (e^{2x} + 1): one exp
     return 1.0 - 2.0 / (math.exp(2.0 * x) + 1.0)
 
-
-_C = np.float32
 
 
 @njit(cache=True, fastmath=_FM, inline="always", error_model="numpy")
