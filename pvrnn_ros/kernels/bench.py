@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pvrnn_ros.core.config import Config, LayerConfig, ModelConfig
-from pvrnn_ros.core.er import AdamState, WindowProblem
+from pvrnn_ros.core.window import AdamState, WindowProblem
 from pvrnn_ros.core.model import FlatWeights, PVRNN
 
 NRL_BINS = [31, 14, 31, 16, 31, 20, 31, 14, 31, 16, 31, 20, 15, 7, 17, 8]  # 333 output units

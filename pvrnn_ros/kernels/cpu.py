@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from pvrnn_ros.core.er import AdamState, WindowPass, WindowProblem, WindowResult
+from pvrnn_ros.core.window import AdamState, WindowPass, WindowProblem, WindowResult
 from pvrnn_ros.core.model import State
 
 # Compute dtype of the weights and the d/h/output activations (the matrix products). Everything

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from pvrnn_ros.core.er import AdamState, WindowProblem, WindowResult, reference_window_pass
+from pvrnn_ros.core.window import AdamState, WindowProblem, WindowResult, reference_window_pass
 from pvrnn_ros.core.model import State, free_energy
 
 

@@ -26,7 +26,7 @@ try:
 except Exception as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"the triton ER backend needs triton: {exc}") from exc
 
-from pvrnn_ros.core.er import AdamState, WindowPass, WindowProblem, WindowResult
+from pvrnn_ros.core.window import AdamState, WindowPass, WindowProblem, WindowResult
 from pvrnn_ros.core.model import State
 
 

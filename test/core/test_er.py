@@ -61,7 +61,7 @@ def test_prediction_error_spikes_at_a_switch_then_recovers(trained):
 
 
 def test_masked_joints_do_not_affect_the_loss(trained):
-    from pvrnn_ros.core.er import WindowProblem
+    from pvrnn_ros.core.window import WindowProblem
     from pvrnn_ros.kernels.reference import window_loss
 
     model = trained.model

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from pvrnn_ros.core.config import LayerConfig, ModelConfig
-from pvrnn_ros.core.er import AdamState, WindowProblem
+from pvrnn_ros.core.window import AdamState, WindowProblem
 from pvrnn_ros.core.model import FlatWeights, PVRNN
 
 

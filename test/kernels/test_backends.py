@@ -138,7 +138,7 @@ def test_cpu_weight_cache_tracks_in_place_updates(cpu):
 def test_cpu_window_pass_reuses_tick_inputs_unless_modified(cpu):
     """window_pass after regress on the same problem reuses its conversions, but an in-place change
     to the problem's target in between is seen."""
-    from pvrnn_ros.core.er import reference_window_pass
+    from pvrnn_ros.core.window import reference_window_pass
 
     model = random_model(seed=4)
     problem, a_mu, a_ls, adam = random_problem(model, B=1, W=6, K=3, use_eps=False, seed=5)
@@ -250,7 +250,7 @@ def test_triton_import_fails_cleanly_without_triton():
 @pytest.mark.parametrize("first", [True, False])
 def test_cpu_window_pass_matches_reference(cpu, output, posterior, sampled, first):
     """The tick's last window pass and prior rollouts, compiled, against the model's torch code."""
-    from pvrnn_ros.core.er import reference_window_pass
+    from pvrnn_ros.core.window import reference_window_pass
 
     model = random_model(d=(7, 5, 3), z=(2, 1, 3), tau=(2.0, 4.0, 8.0), output=output, posterior=posterior,
                          bottom_up=True, n_joints=5, seed=21)

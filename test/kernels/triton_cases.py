@@ -58,7 +58,7 @@ def main() -> int:
             "best": [res.best_iteration, ref.best_iteration],
         }), flush=True)
     # the tick's last window pass and rollouts: (d, z, output, posterior, W, S (0 = mean path), first)
-    from pvrnn_ros.core.er import reference_window_pass
+    from pvrnn_ros.core.window import reference_window_pass
 
     for i, (d, z, out, post, W, S, first) in enumerate([((7, 5), (2, 3), "softmax", "A", 4, 3, False),
                                                        ((5, 3), (1, 2), "tanh", "d+A", 3, 0, True)]):
