@@ -43,10 +43,18 @@ setup(
             "ros-trajectory-msgs",
             "ros-rosgraph-msgs",
             "ros-std-srvs",
+            "ros-geometry-msgs",  # end-effector points, goals
+            "ros-diagnostic-msgs",  # /diagnostics
+            "ros-lifecycle-msgs",  # managed nodes
+            "ros-rcl-interfaces",  # parameter descriptors and events
             "ros-rmw-fastrtps-cpp",
         ],
         "gpu": ["triton>=3.0"],
         "dev": ["pytest>=7", "triton>=3.0"],
+        # robots nobody on the project wrote, to test "bring your own robot" against
+        "robots": ["dm-control>=1.0"],
+        # meta-prior / ER sweeps on a local Ray or a cluster; Optuna search optional
+        "sweep": ["ray[tune]>=2.9", "optuna>=3.0"],
     },
     tests_require=["pytest"],
     zip_safe=True,
