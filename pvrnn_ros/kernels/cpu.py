@@ -809,15 +809,21 @@ def warmup() -> float:
 
     t0 = time.perf_counter()
     for output in ("tanh", "softmax"):
-        model = PVRNN(ModelConfig(layers=[LayerConfig(d=3, z=1)], output=output, softmax_bins=3), 2)
-        fw = model.flat()
-        fw = type(fw)(*[None if x is None else x.detach() for x in fw])
-        Z = model.z_total
-        for B in (1, 2):  # B = 2 compiles the threaded driver too
-            st = model.zero_state(B)
-            a = torch.zeros(B, 2, Z)
-            problem = WindowProblem(model, fw, st.h, st.d, model.coding.target(torch.zeros(B, 2, 2)),
-                                    torch.ones(B, 2, 2), model.kl_w, model.kl_w1, True,
-                                    torch.zeros(1, B, 2, Z), 0.1, 1, keep_best=True)
-            CpuBackend().regress(problem, a, a, AdamState.zeros_like(a))
+        for posterior in ("A", "d+A"):
+            model = PVRNN(ModelConfig(layers=[LayerConfig(d=3, z=1)], output=output, softmax_bins=3,
+                                      posterior=posterior), 2)
+            fw = model.flat()
+            fw = type(fw)(*[None if x is None else x.detach() for x in fw])
+            Z = model.z_total
+            for B in (1, 2):  # B = 2 compiles the threaded driver too
+                st = model.zero_state(B)
+                a = torch.zeros(B, 2, Z)
+                problem = WindowProblem(model, fw, st.h, st.d, model.coding.target(torch.zeros(B, 2, 2)),
+                                        torch.ones(B, 2, 2), model.kl_w, model.kl_w1, True,
+                                        torch.zeros(1, B, 2, Z), 0.1, 1, keep_best=True)
+                backend = CpuBackend()
+                backend.regress(problem, a, a, AdamState.zeros_like(a))
+                if B == 1:  # the tick's last pass: mean path and sampled rollouts
+                    backend.window_pass(problem, a, a, 2, None)
+                    backend.window_pass(problem, a, a, 2, torch.zeros(2, 2, Z))
     return time.perf_counter() - t0
