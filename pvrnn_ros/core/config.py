@@ -186,17 +186,53 @@ class ERConfig:
 
 
 @dataclass
+class PlanConfig:
+    """Goal-directed planning by free-energy minimisation over A (`core.plan`)."""
+
+    horizon: int = 30  # H: steps planned past the last observation
+    iterations: int = 300  # Adam steps on the window's A per plan call
+    lr: float = 0.1
+    candidates: int = 8  # B plans per call, from different initial A; the lowest goal free energy wins
+    init_spread: float = 0.5  # std of the random initial A of candidates 2..B (candidate 1 starts at 0)
+    adam_reset: bool = True  # fresh Adam moments every call (T-GLean) or carried with warm-started A
+    meta_prior: list[float] | None = None  # plan-time w per layer; None = the training w
+    goal_weight: float = 100.0  # weight of the goal error relative to the evidence (observed past)
+    backend: str = "auto"  # "auto", "reference", "cpu", "triton"
+    seed: int = 0
+
+    def validate(self, key: str = "plan", n_layers: int | None = None) -> None:
+        _require(self.horizon >= 1, f"{key}.horizon", self.horizon, "an integer >= 1")
+        _require(self.iterations >= 0, f"{key}.iterations", self.iterations, "an integer >= 0")
+        _require(self.lr > 0 and math.isfinite(self.lr), f"{key}.lr", self.lr, "a learning rate > 0")
+        _require(self.candidates >= 1, f"{key}.candidates", self.candidates, "an integer >= 1")
+        _require(self.init_spread >= 0 and math.isfinite(self.init_spread), f"{key}.init_spread",
+                 self.init_spread, "a finite std >= 0")
+        _require(self.goal_weight > 0 and math.isfinite(self.goal_weight), f"{key}.goal_weight",
+                 self.goal_weight, "a finite weight > 0")
+        _require(self.backend in ("auto", "reference", "cpu", "triton"), f"{key}.backend", self.backend,
+                 "one of auto, reference, cpu, triton")
+        if self.meta_prior is not None:
+            for w in self.meta_prior:
+                _require(w >= 0 and math.isfinite(w), f"{key}.meta_prior", self.meta_prior, "finite values >= 0")
+            if n_layers is not None:
+                _require(len(self.meta_prior) == n_layers, f"{key}.meta_prior", self.meta_prior,
+                         f"one value per layer ({n_layers})")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     er: ERConfig = field(default_factory=ERConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
 
     def validate(self) -> "Config":
         self.model.validate("model")
         self.data.validate("data")
         self.train.validate("train")
         self.er.validate("er", n_layers=len(self.model.layers))
+        self.plan.validate("plan", n_layers=len(self.model.layers))
         return self
 
     def to_dict(self) -> dict[str, Any]:
