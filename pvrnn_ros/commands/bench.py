@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--backends", nargs="+", default=None,
                         help="backends to time next to reference (default: all available)")
-    parser.add_argument("--cases", default="abcdef", help="which cases to run, e.g. 'abc'")
+    parser.add_argument("--cases", default="abcdef", help="which cases to run, e.g. 'abc'; planning: g-j")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,17 +30,25 @@ class Scenario:
     W: int
     K: int
     B: int = 1
+    reference: bool = True  # time the autograd reference too (off where one call takes minutes)
 
 
 def scenarios() -> list[Scenario]:
     nrl = ModelConfig(layers=[LayerConfig(d=40, z=4, tau=2.0), LayerConfig(d=10, z=1, tau=10.0)],
                       output="softmax", softmax_bins=list(NRL_BINS))
     default = Config().model
+    tglean = ModelConfig(layers=[LayerConfig(d=60, z=6, tau=2.0), LayerConfig(d=40, z=4, tau=4.0),
+                                 LayerConfig(d=20, z=2, tau=8.0)], output="softmax", softmax_bins=10)
     return [
         Scenario("a", "NRL-like d=(40,10) z=(4,1) 16 joints softmax(333) W=15 K=15", nrl, 16, 15, 15),
         Scenario("b", "default config, 7 joints, W=15 K=15", default, 7, 15, 15),
         Scenario("c", "default config, 7 joints, W=50 K=50", default, 7, 50, 50),
         Scenario("d", "default config, 7 joints, W=50 K=50, B=64 windows", default, 7, 50, 50, 64),
+        # planning (core.plan): a T-GLean-size network, its 70-step window, K Adam steps, B candidates
+        Scenario("g", "plan: T-GLean-size d=(60,40,20) z=(6,4,2) 5x10 softmax, W=70 K=100 B=1", tglean, 5, 70, 100),
+        Scenario("h", "plan: T-GLean-size, W=70 K=500 B=1", tglean, 5, 70, 500, 1, False),
+        Scenario("i", "plan: T-GLean-size, W=70 K=100 B=16 candidates", tglean, 5, 70, 100, 16, False),
+        Scenario("j", "plan: T-GLean-size, W=70 K=500 B=16 candidates", tglean, 5, 70, 500, 16, False),
     ]
 
 
@@ -138,6 +146,8 @@ def run_bench(quick: bool = False, backends: list[str] | None = None, only: str 
         ref_median = None
         for name, bk in bks:
             slow = name == "reference"
+            if slow and not sc.reference:
+                continue
             big = sc.W * sc.K * sc.B
             if slow:
                 repeats = 3 if big > 10000 else (5 if quick else 20)
