@@ -264,7 +264,9 @@ def metrics_table(metrics: dict, horizons: list[int] | None = None) -> str:
             if g:
                 lines.append(f"| {kind.upper()} {g['hidden']} ({g['weights']} weights) | early stopping on "
                              f"{g['val_episodes']} validation episodes, best epoch {g['best_epoch']}, hidden from "
-                             f"{', '.join(str(c['hidden']) for c in g['candidates'])} | {g['epochs']} | "
+                             f"{', '.join(str(c['hidden']) for c in g['candidates'])}"
+                             + (f", refit on all episodes for {g['refit']['epochs']} epochs" if g.get("refit") else "")
+                             + f" | {g['epochs']}{' + ' + str(g['refit']['epochs']) if g.get('refit') else ''} | "
                              f"{g['seconds']:.1f} ({g['seconds_all_candidates']:.1f} with every candidate) |")
     return "\n".join(lines) + "\n"
 

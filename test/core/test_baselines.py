@@ -83,6 +83,8 @@ def test_predictor_learns_sines_and_chooses_hidden_size_on_validation(kind):
     assert info["hidden"] == best["hidden"] and fitted.model.hidden == best["hidden"]
     assert info["train_episodes"] + info["val_episodes"] == 6
     assert info["seconds_all_candidates"] >= info["seconds"] > 0
+    # refit: the chosen size retrained on every episode for its best epoch count
+    assert info["refit"]["epochs"] == info["best_epoch"] and info["refit"]["seconds"] > 0
     # far better than predicting "no motion" (zero-order hold) 3 steps ahead on a fresh sequence
     fresh = _sines(n=1, T=60, seed=9)[0].numpy()
     pred = fitted.predict(fresh)
