@@ -14,7 +14,8 @@ DESCRIPTION = (
     "on --num-cpus cores by default, a cluster with --address. Rerunning the same command resumes: "
     "completed trials are not rerun. A failed trial is reported and the sweep goes on. Writes "
     "DIR/sweep.csv, DIR/sweep.md, DIR/sweep_error_vs_horizon.png, DIR/sweep_prior_sigma.png, "
-    "DIR/sweep_reconstruction.png and DIR/trials/<id>/ (model, config, result). Needs the `sweep` "
+    "DIR/sweep_reconstruction.png and DIR/trials/<id>/ (model, config, result). With --model, trials "
+    "sweep er.* keys on trained checkpoints without retraining. Needs the `sweep` "
     "extra: pip install 'pvrnn_ros[sweep]'."
 )
 
@@ -31,6 +32,9 @@ def add_arguments(p):
                    help="a config key and its values (repeat for a grid over several keys)")
     p.add_argument("--seeds", type=_ints, default=[0], help="seeds, comma-separated (train.seed and er.seed)")
     add_config_argument(p)
+    p.add_argument("--model", action="append", default=None, metavar="PATH",
+                   help="ER-only sweep: evaluate this checkpoint (repeatable, e.g. one per training seed) "
+                        "with the er.* values instead of training; --seeds then set er.seed")
     p.add_argument("--data", metavar="PATH", default=None,
                    help="training demonstrations (default: the bundled examples)")
     p.add_argument("--heldout", metavar="PATH", default=None,
@@ -53,6 +57,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     from pvrnn_ros.core.baselines import BaselineSettings
+    from pvrnn_ros.core.checkpoint import CheckpointError
     from pvrnn_ros.core.data import DataError, example_data_dir
     from pvrnn_ros.core.sweep import (SweepData, expand_grid, parse_grid, run_sweep, sweep_baselines,
                                       write_outputs)
@@ -60,7 +65,9 @@ def run(args) -> int:
     try:
         base = load_config(args.config)
         grid = parse_grid(args.param)
-        trials = expand_grid(base, grid, args.seeds)
+        if args.model and args.search != "grid":
+            raise ConfigError("--model (an ER-only sweep) takes the grid search only")
+        trials = expand_grid(base, grid, args.seeds, models=args.model)
         train_data = Path(args.data) if args.data else example_data_dir()
         heldout = Path(args.heldout) if args.heldout else example_data_dir().with_name("arm7_heldout")
         for path in (train_data, heldout):
@@ -90,7 +97,7 @@ def run(args) -> int:
                 settings.max_epochs = args.baseline_max_epochs
             baselines = sweep_baselines(records, data, out, settings.validate())
         write_outputs(records, trials, out, baselines)
-    except (ConfigError, DataError, ValueError) as exc:
+    except (ConfigError, DataError, CheckpointError, ValueError) as exc:
         return fail(str(exc))
     print((out / "sweep.md").read_text().split("\n![")[0])
     failed = sum(records.get(t.trial_id, {}).get("status") == "failed" for t in trials)

@@ -136,6 +136,7 @@ class Trial:
     overrides: dict[str, Any]  # dotted key -> value
     seed: int
     config: dict = field(repr=False, default_factory=dict)  # the full validated config
+    model: str | None = None  # an ER-only trial: this checkpoint, no training
 
     @property
     def tag(self) -> str:
@@ -155,26 +156,47 @@ def trial_config(base: Config, overrides: dict[str, Any], seed: int) -> Config:
         raise ConfigError(f"sweep trial {overrides} (seed {seed}): {exc}") from None
 
 
-def trial_id(overrides: dict[str, Any], seed: int) -> str:
-    """Stable across runs (the resume key): a hash of the overrides and the seed."""
-    text = json.dumps({"overrides": overrides, "seed": seed}, sort_keys=True, default=str)
+def trial_id(overrides: dict[str, Any], seed: int, model: str | None = None) -> str:
+    """Stable across runs (the resume key): a hash of the overrides, the seed (and the checkpoint)."""
+    key = {"overrides": overrides, "seed": seed, **({"model": model} if model else {})}
+    text = json.dumps(key, sort_keys=True, default=str)
     return f"{hashlib.sha1(text.encode()).hexdigest()[:10]}_s{seed}"
 
 
-def make_trial(base: Config, overrides: dict[str, Any], seed: int) -> Trial:
+def make_trial(base: Config, overrides: dict[str, Any], seed: int, model: str | None = None) -> Trial:
     cfg = trial_config(base, overrides, seed)
-    return Trial(trial_id(overrides, seed), dict(overrides), int(seed), cfg.to_dict())
+    return Trial(trial_id(overrides, seed, model), dict(overrides), int(seed), cfg.to_dict(), model)
 
 
-def expand_grid(base: Config, grid: dict[str, list[Any]], seeds: list[int]) -> list[Trial]:
-    """Every combination of the grid's values, for every seed (all validated up front)."""
+def expand_grid(base: Config, grid: dict[str, list[Any]], seeds: list[int],
+                models: list[str] | None = None) -> list[Trial]:
+    """Every combination of the grid's values, for every seed (all validated up front).
+
+    With `models` (checkpoints), the trials are ER-only: each checkpoint's own config is the base,
+    only `er.*` keys may be swept, and `seeds` set `er.seed` (the checkpoint is not retrained).
+    """
     import itertools
 
     if not seeds:
         raise ConfigError("a sweep needs at least one seed")
     keys = list(grid)
-    combos = itertools.product(*(grid[k] for k in keys)) if keys else [()]
-    return [make_trial(base, dict(zip(keys, values)), s) for values in combos for s in seeds]
+    combos = list(itertools.product(*(grid[k] for k in keys))) if keys else [()]
+    if not models:
+        return [make_trial(base, dict(zip(keys, values)), s) for values in combos for s in seeds]
+    not_er = [k for k in keys if not k.startswith("er.")]
+    if not_er:
+        raise ConfigError(f"sweep parameter {not_er[0]} needs training: a sweep over checkpoints (--model) "
+                          "takes er.* keys only")
+    from .checkpoint import load_checkpoint
+
+    trials = []
+    for path in models:
+        resolved = str(Path(path).resolve())
+        trained_config = load_checkpoint(resolved).config
+        for values in combos:
+            for s in seeds:
+                trials.append(make_trial(trained_config, dict(zip(keys, values)), s, resolved))
+    return trials
 
 
 # ------------------------------------------------------------------------------------- one trial
@@ -212,14 +234,21 @@ def run_trial(spec: dict) -> dict:
         from .evaluate import evaluate
         from .train import Trainer, build_model
 
+        from .checkpoint import load_checkpoint
+
         torch.set_num_threads(1)  # one Ray CPU per trial
         cfg = Config.from_dict(spec["config"])
         data = SweepData(**spec["data"])
         cfg.save(out / "config.yaml")
-        demos = load_demonstrations(data.train, rate_hz=data.rate, topic=data.topic)
-        trained = build_model(cfg, demos)
-        epochs = cfg.train.epochs if spec.get("epochs") is None else int(spec["epochs"])
-        Trainer(trained).run(epochs, out, progress=False)
+        if spec.get("model"):  # ER-only: the checkpoint as trained, with this trial's ER settings
+            trained = load_checkpoint(spec["model"])
+            trained.config.er = cfg.er
+            record["model"] = spec["model"]
+        else:
+            demos = load_demonstrations(data.train, rate_hz=data.rate, topic=data.topic)
+            trained = build_model(cfg, demos)
+            epochs = cfg.train.epochs if spec.get("epochs") is None else int(spec["epochs"])
+            Trainer(trained).run(epochs, out, progress=False)
         train_s = float(sum(trained.history.get("seconds", [])))
         with torch.no_grad():
             model, A = trained.model, trained.adaptive
@@ -274,7 +303,7 @@ def completed_ids(out: str | Path) -> set[str]:
 # ------------------------------------------------------------------------------------- Ray
 def _spec(trial: Trial, data: SweepData, out: Path, epochs: int | None) -> dict:
     return {"trial_id": trial.trial_id, "overrides": trial.overrides, "seed": trial.seed, "config": trial.config,
-            "data": dict(data.__dict__), "out": str(out), "epochs": epochs}
+            "data": dict(data.__dict__), "out": str(out), "epochs": epochs, "model": trial.model}
 
 
 def _tune_trainable(config: dict) -> dict:
@@ -425,7 +454,7 @@ def sweep_baselines(records: dict[str, dict], data: SweepData, out_dir: str | Pa
         if path.exists():
             found[f"{rate:g}"] = json.loads(path.read_text())
             continue
-        trained = load_checkpoint(out / "trials" / r["trial_id"] / "model.pt")
+        trained = load_checkpoint(r.get("model") or out / "trials" / r["trial_id"] / "model.pt")
         held = load_demonstrations(data.heldout, rate_hz=data.rate, joint_names=trained.joint_names,
                                    topic=data.topic)
         m = evaluate(trained, held, out / f"baselines_{rate:g}Hz", progress=progress, baselines=settings,

@@ -170,3 +170,41 @@ def test_sweep_on_local_ray_interrupted_resumed_with_a_failing_trial(tmp_path):
     assert "2 trial(s) failed" in res.stdout
     for png in ("sweep_error_vs_horizon.png", "sweep_prior_sigma.png", "sweep_reconstruction.png"):
         assert (out / png).stat().st_size > 10000
+
+
+def test_cli_rejects_a_bad_key_before_starting_anything(tmp_path, capsys):
+    from pvrnn_ros.cli import main
+
+    out = tmp_path / "s"
+    assert main(["sweep", "--param", "er.windw=3,4", "--out", str(out)]) == 2
+    assert "unknown config key er.windw" in capsys.readouterr().err
+    assert main(["sweep", "--param", "model.layers[0].w=-1", "--out", str(out)]) == 2
+    assert "model.layers[0].w = -1.0 is invalid" in capsys.readouterr().err
+    assert not (out / "trials").exists()
+
+
+def test_er_only_trials_on_a_checkpoint_are_not_retrained(tmp_path):
+    from pvrnn_ros.core.data import load_demonstrations, write_csv
+    from pvrnn_ros.core.sweep import SweepData, _spec, run_trial
+    from pvrnn_ros.core.train import train
+
+    from .conftest import sine_demos, small_config
+
+    data = tmp_path / "data"
+    for demo in sine_demos(n=3, seconds=3.0):
+        write_csv(data / f"{demo.name}.csv", demo.times, demo.positions, demo.joint_names)
+    cfg = small_config()
+    cfg.er.horizon, cfg.er.iterations, cfg.er.first_iterations, cfg.er.samples = 4, 3, 5, 0
+    trained = train(cfg, load_demonstrations(data),
+                    tmp_path / "run", epochs=5, progress=False)
+    ckpt = tmp_path / "run" / "model.pt"
+    with pytest.raises(ConfigError, match="model.layers\\[0\\].w needs training"):
+        expand_grid(Config(), {"model.layers[0].w": [0.1]}, [0], models=[str(ckpt)])
+    trials = expand_grid(Config(), {"er.window": [4, 7]}, [3], models=[str(ckpt)])
+    assert len({t.trial_id for t in trials}) == 2 and all(t.model == str(ckpt.resolve()) for t in trials)
+    # the checkpoint's own config is the base, not the Config() passed in
+    assert Config.from_dict(trials[1].config).model.layers[0].d == 12 and trials[1].config["er"]["window"] == 7
+    record = run_trial(_spec(trials[1], SweepData(str(data), str(data)), tmp_path / "sweep", None))
+    assert record["status"] == "ok", record.get("traceback")
+    assert record["epochs"] == trained.epoch == 5 and len(record["mse_by_horizon"]) == 4
+    assert not (tmp_path / "sweep" / "trials" / trials[1].trial_id / "model.pt").exists()
