@@ -22,7 +22,8 @@ Predictors (what `pvrnn-ros eval` compares ER with)
     fitted.predict(obs_norm)            # [T, D] normalised -> [T, P, D]: predicted[t, h-1] ~ x[t+h]
 
 `sequences` is [N, T, D] (normalised, zero-padded), `lengths` the valid steps of each. The
-episodes are split by episode into training and validation (`val_fraction`, at least one each),
+episodes are split by episode into training and validation (`val_fraction`, at least one each;
+a single episode is split by time instead),
 one model per hidden size in `hidden_sizes` is trained with early stopping, and the size with the
 lowest validation loss wins. With `refit` (default) that size is then retrained on every episode
 for its best epoch count, so the baseline sees the same data as the PV-RNN. `fitted.info` reports
@@ -182,6 +183,19 @@ def split_episodes(n: int, val_fraction: float, seed: int) -> tuple[list[int], l
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
 
+def _split_single(data: torch.Tensor, length: int, val_fraction: float, horizon: int):
+    """One [1, T, D] episode -> two pieces [2, T', D] (start, end) so the episode split applies."""
+    cut = int(round(length * (1 - val_fraction)))
+    if cut < horizon + 2 or length - cut < horizon + 2:
+        raise ValueError(f"a single training episode of {length} steps is too short to hold out "
+                         f"{val_fraction:.0%} of it for validation at horizon {horizon}")
+    pieces = [data[0, :cut], data[0, cut:length]]
+    out = torch.zeros(2, max(cut, length - cut), data.shape[2])
+    for i, piece in enumerate(pieces):
+        out[i, :len(piece)] = piece
+    return out, torch.tensor([cut, length - cut])
+
+
 # ------------------------------------------------------------------------------------- predictors
 class RecurrentPredictor(nn.Module):
     """Reads normalised joint vectors, predicts the next P of them from its hidden state (GRU or LSTM)."""
@@ -232,8 +246,14 @@ def fit_predictor(kind: str, sequences: torch.Tensor, lengths: list[int] | torch
     settings = (settings or BaselineSettings()).validate()
     data = torch.as_tensor(sequences, dtype=torch.float32).detach().cpu()
     lengths = torch.as_tensor(lengths)
+    split = "by episode"
+    if data.shape[0] == 1:  # one demonstration: its last val_fraction of steps is the validation piece
+        data, lengths = _split_single(data, int(lengths[0]), settings.val_fraction, horizon)
+        split = "by time (a single training episode)"
     N, T, D = data.shape
     train_idx, val_idx = split_episodes(N, settings.val_fraction, settings.seed)
+    if split != "by episode":
+        train_idx, val_idx = [0], [1]
     targets, valid = horizon_targets(data, lengths, horizon)
     batch = lambda idx: (data[idx], targets[idx], valid[idx])  # noqa: E731
     started = time.perf_counter()
@@ -261,7 +281,7 @@ def fit_predictor(kind: str, sequences: torch.Tensor, lengths: list[int] | torch
             "best_epoch": row["best_epoch"], "best_val_mse": row["best_val_loss"], "refit": refit,
             "seconds": row["seconds"] + (refit["seconds"] if refit else 0.0),
             "seconds_all_candidates": time.perf_counter() - started,
-            "train_episodes": len(train_idx), "val_episodes": len(val_idx),
+            "train_episodes": len(train_idx), "val_episodes": len(val_idx), "split": split,
             "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.__dict__.items()},
             "candidates": candidates}
     return FittedPredictor(model, info)

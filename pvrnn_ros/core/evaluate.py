@@ -263,7 +263,7 @@ def metrics_table(metrics: dict, horizons: list[int] | None = None) -> str:
             g = training.get(kind)
             if g:
                 lines.append(f"| {kind.upper()} {g['hidden']} ({g['weights']} weights) | early stopping on "
-                             f"{g['val_episodes']} validation episodes, best epoch {g['best_epoch']}, hidden from "
+                             f"{g['val_episodes']} validation episode(s) ({g['split']}), best epoch {g['best_epoch']}, hidden from "
                              f"{', '.join(str(c['hidden']) for c in g['candidates'])}"
                              + (f", refit on all episodes for {g['refit']['epochs']} epochs" if g.get("refit") else "")
                              + f" | {g['epochs']}{' + ' + str(g['refit']['epochs']) if g.get('refit') else ''} | "

@@ -28,7 +28,6 @@ import copy
 import csv
 import hashlib
 import json
-import math
 import os
 import re
 import tempfile
@@ -44,6 +43,7 @@ import yaml
 from .config import Config, ConfigError
 
 RESULT, FAILED = "result.json", "failed.json"
+FAILED_SCORE = 1e9  # what an Optuna search is told for a configuration whose every seed failed
 METRIC_HORIZONS = (1, 5, 10)
 
 
@@ -312,8 +312,17 @@ def _tune_trainable(config: dict) -> dict:
     records = [run_trial(s) for s in specs]
     ok = [r for r in records if r["status"] == "ok"]
     metric = config.get("_metric", "mse_h5")
-    value = float(np.mean([r[metric] for r in ok])) if ok else math.inf
-    return {metric: value, "failed": len(records) - len(ok)}
+    result = {"failed": len(records) - len(ok)}
+    if ok:
+        result[metric] = float(np.mean([r[metric] for r in ok]))
+    elif "_metric" in config:  # a search needs a value: the worst possible, never shown in the tables
+        result[metric] = FAILED_SCORE
+    return result
+
+
+def _trial_dirname(trial) -> str:
+    spec = trial.config.get("spec")
+    return f"{spec['trial_id']}_{trial.trial_id}" if spec else f"sample_{trial.trial_id}"
 
 
 def _start_ray(address: str | None, num_cpus: int | None):
@@ -355,8 +364,6 @@ def run_sweep(trials: list[Trial], data: SweepData, out_dir: str | Path, *, epoc
             raise ConfigError("search = 'optuna' needs the base config, the grid and the seeds")
         if not samples or samples < 1:
             raise ConfigError(f"samples = {samples!r} is invalid: an Optuna search needs samples >= 1")
-    # Tune's default TensorBoard/CSV loggers: every result is in DIR/trials already
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     ray, temp_dir = _start_ray(address, num_cpus)
     if temp_dir is not None:  # where this sweep's local Ray lived (a test checks nothing outlives it)
         _write_json(out / "ray_local.json", {"temp_dir": temp_dir, "num_cpus": num_cpus or os.cpu_count()})
@@ -369,7 +376,8 @@ def run_sweep(trials: list[Trial], data: SweepData, out_dir: str | Path, *, epoc
         trainable = tune.with_resources(_tune_trainable, {"cpu": 1})
         if search == "grid":
             param_space = {"spec": tune.grid_search(points)}
-            tuner = tune.Tuner(trainable, param_space=param_space, run_config=run_config)
+            tuner = tune.Tuner(trainable, param_space=param_space, run_config=run_config,
+                               tune_config=tune.TuneConfig(trial_dirname_creator=_trial_dirname))
         else:
             tuner = _optuna_tuner(tune, trainable, run_config, base, grid, seeds, samples, metric, data, out,
                                   epochs, done)
@@ -426,7 +434,8 @@ def _optuna_tuner(tune, trainable, run_config, base, grid, seeds, samples, metri
         return trainable({"specs": specs, "_metric": metric})
 
     tuner = tune.Tuner(tune.with_resources(sampled, {"cpu": 1}), param_space=space,
-                       tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining),
+                       tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining,
+                                                   trial_dirname_creator=_trial_dirname),
                        run_config=run_config)
     return tuner
 

@@ -134,3 +134,11 @@ def test_gru_classifier_recognises_frequency_causally():
         fit_gru_classifier(inputs, np.full((N, T), 5), 2, BaselineSettings(max_epochs=2))
     with pytest.raises(ValueError, match=r"expected \[T, 1\]"):
         clf.predict_proba(np.zeros((4, 3)))
+
+
+def test_a_single_training_episode_is_split_by_time():
+    fitted = fit_predictor("gru", _sines(n=1, T=80), [80], horizon=3,
+                           settings=BaselineSettings(hidden_sizes=(8,), max_epochs=30, patience=10))
+    assert fitted.info["split"].startswith("by time") and fitted.info["val_episodes"] == 1
+    with pytest.raises(ValueError, match="too short to hold out"):
+        fit_predictor("gru", _sines(n=1, T=8), [8], horizon=3, settings=BaselineSettings(max_epochs=2))

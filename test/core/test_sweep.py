@@ -195,8 +195,7 @@ def test_er_only_trials_on_a_checkpoint_are_not_retrained(tmp_path):
         write_csv(data / f"{demo.name}.csv", demo.times, demo.positions, demo.joint_names)
     cfg = small_config()
     cfg.er.horizon, cfg.er.iterations, cfg.er.first_iterations, cfg.er.samples = 4, 3, 5, 0
-    trained = train(cfg, load_demonstrations(data),
-                    tmp_path / "run", epochs=5, progress=False)
+    trained = train(cfg, load_demonstrations(data), tmp_path / "run", epochs=5, progress=False)
     ckpt = tmp_path / "run" / "model.pt"
     with pytest.raises(ConfigError, match="model.layers\\[0\\].w needs training"):
         expand_grid(Config(), {"model.layers[0].w": [0.1]}, [0], models=[str(ckpt)])
