@@ -309,7 +309,10 @@ def _spec(trial: Trial, data: SweepData, out: Path, epochs: int | None) -> dict:
 def _tune_trainable(config: dict) -> dict:
     """The Ray Tune function trainable: one trial (grid), or one sampled point for every seed (Optuna)."""
     specs = config["specs"] if "specs" in config else [config["spec"]]
-    records = [run_trial(s) for s in specs]
+    records = []
+    for s in specs:  # a point Optuna samples again is read back, not rerun
+        done = Path(s["out"]) / "trials" / s["trial_id"] / RESULT
+        records.append(json.loads(done.read_text()) if done.exists() else run_trial(s))
     ok = [r for r in records if r["status"] == "ok"]
     metric = config.get("_metric", "mse_h5")
     result = {"failed": len(records) - len(ok)}
@@ -430,8 +433,7 @@ def _optuna_tuner(tune, trainable, run_config, base, grid, seeds, samples, metri
     def sampled(config: dict) -> dict:
         overrides = {k: grid[k][config[f"p{i}"]] for i, k in enumerate(keys)}
         specs = [_spec(make_trial(base, overrides, s), data, out, epochs) for s in seeds]
-        specs = [s for s in specs if s["trial_id"] not in done] or specs
-        return trainable({"specs": specs, "_metric": metric})
+        return _tune_trainable({"specs": specs, "_metric": metric})
 
     tuner = tune.Tuner(tune.with_resources(sampled, {"cpu": 1}), param_space=space,
                        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining,
@@ -621,7 +623,8 @@ def _plots(out: Path, groups: dict[str, list[dict]], ok_rows: list[dict], keys: 
         ax.set_xlabel(xl)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    fig.suptitle("meta-prior: high w -> deterministic (σ -> 0), low w -> random; generalisation between")
+    fig.suptitle("prior σ per layer and held-out ER error vs the meta-prior w "
+                 "(the paper: high w -> σ -> 0, deterministic; low w -> random)")
     fig.tight_layout()
     paths["prior_sigma"] = out / "sweep_prior_sigma.png"
     fig.savefig(paths["prior_sigma"], dpi=110)
