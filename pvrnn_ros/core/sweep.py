@@ -573,15 +573,22 @@ def _plots(out: Path, groups: dict[str, list[dict]], ok_rows: list[dict], keys: 
     import matplotlib.pyplot as plt
 
     paths = {}
+    # legends name only the keys whose value differs between configurations
+    configs = [json.loads(text) for text in groups]
+    varying = [k for k in keys if len({json.dumps(c.get(k), default=str) for c in configs}) > 1]
+
+    def config_label(text: str) -> str:
+        ov = json.loads(text)
+        return ", ".join(f"{k}={ov.get(k)}" for k in varying) or "base"
+
     # prediction error per horizon: one curve per configuration (mean over seeds), baselines dashed
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
     for text, rs in groups.items():
         ok = [r for r in rs if r["status"] == "ok"]
         if not ok:
             continue
         curve = np.mean([r["mse_by_horizon"] for r in ok], 0)
-        label = ", ".join(f"{k}={v}" for k, v in json.loads(text).items()) or "base"
-        ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", ms=3, label=f"ER {label}")
+        ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", ms=3, label=f"ER {config_label(text)}")
     for rate, b in baselines.items():
         for m, v in b["methods"].items():
             ax.plot(np.arange(1, len(v["mse_by_horizon"]) + 1), v["mse_by_horizon"], ls="--",
@@ -590,7 +597,7 @@ def _plots(out: Path, groups: dict[str, list[dict]], ok_rows: list[dict], keys: 
     ax.set_xlabel("prediction horizon [steps]")
     ax.set_ylabel("held-out MSE [rad²]")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("prediction error per horizon (mean over seeds)")
     fig.tight_layout()
     paths["error_vs_horizon"] = out / "sweep_error_vs_horizon.png"
@@ -635,8 +642,7 @@ def _plots(out: Path, groups: dict[str, list[dict]], ok_rows: list[dict], keys: 
     for text, rs in groups.items():
         ok = [r for r in rs if r["status"] == "ok" and "mse_h1" in r]
         if ok:
-            label = ", ".join(f"{k}={v}" for k, v in json.loads(text).items()) or "base"
-            ax.scatter([r["posterior_mse"] for r in ok], [r["mse_h1"] for r in ok], label=label, s=24)
+            ax.scatter([r["posterior_mse"] for r in ok], [r["mse_h1"] for r in ok], label=config_label(text), s=24)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("posterior reconstruction MSE on the training data (normalised)")
