@@ -44,7 +44,8 @@ def run(args) -> int:
         demos = None
         if not resuming:
             data = Path(args.data) if args.data else example_data_dir()
-            demos = load_demonstrations(data, rate_hz=args.rate, topic=args.topic)
+            demos = load_demonstrations(data, rate_hz=args.rate, topic=args.topic,
+                                        modalities=config.data.modalities)
             print(f"{len(demos)} demonstrations from {data}, joints: {', '.join(demos[0].joint_names)}")
         elif args.config:
             print("--resume: the checkpoint's own config is used; --config is ignored")
@@ -77,8 +78,9 @@ def write_report(trained, out: Path, wall: float) -> dict:
         model, A = trained.model, trained.adaptive
         out_fwd = model.posterior_forward(A.mu, A.logsigma, None)
         mask = trained.step_mask()
-        err = (model.coding.decode(out_fwd.raw) - trained.data) ** 2 * mask.unsqueeze(-1)
-        mse = float(err.sum() / (mask.sum() * trained.data.shape[2]))
+        J = trained.layout.n_joints  # the joints' error (modalities are scored by their own terms)
+        err = (model.coding.decode(out_fwd.raw)[..., :J] - trained.data[..., :J]) ** 2 * mask.unsqueeze(-1)
+        mse = float(err.sum() / (mask.sum() * J))
         sigma = model.prior_sigma_by_layer(out_fwd, mask)
     report = {
         "epochs": trained.epoch,

@@ -46,7 +46,8 @@ def fit_learned_baselines(trained: TrainedModel, horizon: int, kinds: tuple[str,
     """GRU / LSTM predictors on the PV-RNN's own training data (normalised), trained to convergence."""
     if trained.config.train.threads:  # the same threads the PV-RNN trained with
         torch.set_num_threads(trained.config.train.threads)
-    return {kind: fit_predictor(kind, trained.data, trained.sequence_lengths, horizon, settings, progress)
+    data = trained.data.detach().cpu()[..., :trained.layout.n_joints]  # joints (modalities are not predicted here)
+    return {kind: fit_predictor(kind, data, trained.sequence_lengths, horizon, settings, progress)
             for kind in kinds}
 
 
@@ -67,10 +68,15 @@ def run_er(trained: TrainedModel, obs: np.ndarray, cfg: ERConfig, progress=None)
     spread = np.full((T, P, D), np.nan)
     L = len(trained.model.z_sizes)
     free_energy, rec, kl, ms = np.full(T, np.nan), np.full(T, np.nan), np.full((T, L), np.nan), np.zeros(T)
+    # recognition: every categorical modality is left unobserved, so ER infers it
+    recognition = {m.name: np.full((T, len(m.components)), np.nan) for m in trained.layout.modalities
+                   if m.kind == "categorical"}
     for t in range(T):
         t0 = time.perf_counter()
         tick = er.step(obs[t])
         ms[t] = 1000 * (time.perf_counter() - t0)
+        for name, probs in tick.recognition.items():
+            recognition[name][t] = probs
         if tick.prediction is not None:
             predicted[t] = tick.prediction
             if tick.spread is not None:
@@ -79,7 +85,7 @@ def run_er(trained: TrainedModel, obs: np.ndarray, cfg: ERConfig, progress=None)
         if progress is not None:
             progress.update(1)
     return {"predicted": predicted, "spread": spread, "free_energy": free_energy, "reconstruction": rec,
-            "kl": kl, "tick_ms": ms, "backend": er.backend.name}
+            "kl": kl, "tick_ms": ms, "backend": er.backend.name, "recognition": recognition}
 
 
 def _truth(obs: np.ndarray, horizon: int) -> np.ndarray:
@@ -145,6 +151,7 @@ def evaluate(
     switch_curves = []
     per_episode = []
     tick_ms = []
+    recognised = []
     for ep, demo, switches in zip(episodes, demos, switch_times):
         obs = ep.positions
         preds: dict[str, np.ndarray] = {}
@@ -153,6 +160,7 @@ def evaluate(
             er_run = run_er(trained, obs, cfg, bar)
             preds["er"] = er_run["predicted"]
             tick_ms.append(er_run["tick_ms"][1:])  # the first tick runs first_iterations
+            recognised.append(er_run["recognition"])
         if "no_er" in methods:
             preds["no_er"] = run_er(trained, obs, replace(cfg, iterations=0, first_iterations=0, samples=0), bar)["predicted"]
         if "hold" in methods:
@@ -205,8 +213,14 @@ def evaluate(
             "mse_h1": np.nanmean(curves, 0).tolist(),
             "switches": len(curves),
         }
+    if recognised and any(recognised):
+        from .recognition import evaluate_recognition, recognition_table
+
+        metrics["recognition"] = evaluate_recognition(trained, episodes, recognised, out, plots=plots,
+                                                      progress=progress)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "metrics.md").write_text(metrics_table(metrics))
+    (out / "metrics.md").write_text(metrics_table(metrics)
+                                    + (recognition_table(metrics["recognition"]) if metrics.get("recognition") else ""))
     if plots:
         _plot_error_vs_horizon(out / "error_vs_horizon.png", metrics)
         if "er_error_around_switches" in metrics:

@@ -245,7 +245,8 @@ def run_trial(spec: dict) -> dict:
             trained.config.er = cfg.er
             record["model"] = spec["model"]
         else:
-            demos = load_demonstrations(data.train, rate_hz=data.rate, topic=data.topic)
+            demos = load_demonstrations(data.train, rate_hz=data.rate, topic=data.topic,
+                                        modalities=cfg.data.modalities)
             trained = build_model(cfg, demos)
             epochs = cfg.train.epochs if spec.get("epochs") is None else int(spec["epochs"])
             Trainer(trained).run(epochs, out, progress=False)
@@ -258,7 +259,7 @@ def run_trial(spec: dict) -> dict:
             posterior_mse = float(err.sum() / (mask.sum() * trained.data.shape[2]))
             prior_sigma = model.prior_sigma_by_layer(fwd, mask)
         held = load_demonstrations(data.heldout, rate_hz=data.rate, joint_names=trained.joint_names,
-                                   topic=data.topic)
+                                   topic=data.topic, modalities=trained.config.data.modalities)
         metrics = evaluate(trained, held, out / "eval", progress=False, methods=("er",), plots=False)
         mse = metrics["methods"]["er"]["mse_by_horizon"]
         record.update({
@@ -467,7 +468,7 @@ def sweep_baselines(records: dict[str, dict], data: SweepData, out_dir: str | Pa
             continue
         trained = load_checkpoint(r.get("model") or out / "trials" / r["trial_id"] / "model.pt")
         held = load_demonstrations(data.heldout, rate_hz=data.rate, joint_names=trained.joint_names,
-                                   topic=data.topic)
+                                   topic=data.topic, modalities=trained.config.data.modalities)
         m = evaluate(trained, held, out / f"baselines_{rate:g}Hz", progress=progress, baselines=settings,
                      methods=("hold", "gru", "lstm"), plots=False)
         entry = {"rate_hz": rate, "methods": m["methods"], "training": m["training"]}
