@@ -16,6 +16,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "generate": ("generate", "generate sequences from a trained model (prior, posterior, target)"),
     "eval": ("eval", "run error regression over held-out demonstrations against baselines"),
     "plan": ("plan", "plan a motion to a goal (joint posture, end-effector point, task class)"),
+    "sweep": ("sweep", "sweep config keys x seeds (train + ER eval per trial) on Ray Tune"),
     "synth": ("synth", "synthesize demonstrations in the MuJoCo arm sim"),
     "repair": ("repair", "make rosbag2 recordings cut by a crash readable again"),
     "bench": ("bench", "benchmark ER tick latency and training speed per backend"),

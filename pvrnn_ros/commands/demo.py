@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="model/training/ER YAML (default: built-in Config())")
     parser.add_argument("--rtf", type=float, default=4.0, help="real-time factor while recording")
     parser.add_argument("--imitate-seconds", type=float, default=None, help="live imitation length (default 30; quick 8)")
-    parser.add_argument("--gru-budget", type=float, default=None, help="s to train the GRU baseline (default 30; quick 2)")
+    parser.add_argument("--baseline-epochs", type=int, default=None,
+                        help="most epochs of the early-stopped GRU/LSTM baselines (default 3000; quick 100)")
     parser.add_argument("--seed", type=int, default=0, help="demonstrator seed (imitation uses seed + 1000)")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: from the pid)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
@@ -59,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
     duration = args.duration or (6.0 if q else 16.0)
     epochs = args.epochs if args.epochs is not None else (30 if q else 2500)
     imitate_s = args.imitate_seconds or (8.0 if q else 30.0)
-    gru_budget = args.gru_budget if args.gru_budget is not None else (2.0 if q else 30.0)
+    from pvrnn_ros.core.baselines import BaselineSettings
+
+    baselines = BaselineSettings(max_epochs=args.baseline_epochs or (100 if q else 3000),
+                                 hidden_sizes=(32,) if q else BaselineSettings.hidden_sizes)
     if not 1 <= heldout < episodes:
         print("pvrnn-ros demo: error: need 1 <= --heldout < --episodes")
         return 2
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     with _Stage(timings, "evaluate", f"3/5 evaluate ER vs baselines on {heldout} held-out episode(s)"):
         from pvrnn_ros.core.evaluate import evaluate
 
-        metrics = evaluate(trained, test_demos, out / "eval", progress=progress, gru_budget_s=gru_budget)
+        metrics = evaluate(trained, test_demos, out / "eval", progress=progress, baselines=baselines)
     with _Stage(timings, "imitate", f"4/5 live ER imitation in the sim ({imitate_s:g} s, real time)"):
         live = _imitate(out, env, domain, imitate_s, args.seed + 1000, progress)
     with _Stage(timings, "report", "5/5 report"):

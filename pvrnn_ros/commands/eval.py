@@ -9,7 +9,8 @@ HELP = "run error regression over held-out demonstrations against baselines"
 DESCRIPTION = (
     "Feed held-out demonstrations to error regression tick by tick at the model rate and compare its "
     "predictions, on exactly the same steps, with the same PV-RNN without ER, zero-order hold, "
-    "constant velocity and a GRU trained on the same data for the same wall-clock budget. Writes "
+    "constant velocity, and a GRU and an LSTM trained on the same data to convergence (validation split "
+    "by episode, early stopping, hidden size chosen on validation). Writes "
     "DIR/predictions/<episode>.npz, DIR/metrics.json, DIR/metrics.md and PNGs. Give several "
     "comma-separated values to --window/--iterations/--lr to sweep them into one table (DIR/sweep.md)."
 )
@@ -36,9 +37,14 @@ def add_arguments(p):
     p.add_argument("--horizon", type=int, default=None, help="P prediction steps")
     p.add_argument("--samples", type=int, default=None, help="prior samples for the prediction spread")
     p.add_argument("--backend", default=None, help="ER backend: auto, reference, cpu, triton")
-    p.add_argument("--gru-budget", type=float, default=None,
-                   help="GRU baseline training seconds (default: the PV-RNN's own training time)")
+    p.add_argument("--baseline-hidden", type=_values(int), default=None,
+                   help="GRU/LSTM hidden sizes to choose from on validation (default 32,64,128)")
+    p.add_argument("--baseline-max-epochs", type=int, default=None,
+                   help="ceiling on GRU/LSTM epochs; early stopping normally ends first (default 3000)")
+    p.add_argument("--baseline-patience", type=int, default=None,
+                   help="epochs without a better validation loss before a baseline stops (default 100)")
     p.add_argument("--no-gru", action="store_true", help="skip the GRU baseline")
+    p.add_argument("--no-lstm", action="store_true", help="skip the LSTM baseline")
     p.add_argument("--rate", type=float, default=None, help="rate of CSV/NPZ files without time")
     p.add_argument("--topic", default=None, help="JointState topic in rosbag2 recordings")
     p.add_argument("--no-progress", action="store_true")
@@ -47,6 +53,7 @@ def add_arguments(p):
 def run(args) -> int:
     import copy
 
+    from pvrnn_ros.core.baselines import BaselineSettings
     from pvrnn_ros.core.checkpoint import CheckpointError, load_checkpoint
     from pvrnn_ros.core.data import DataError, example_data_dir, load_demonstrations
     from pvrnn_ros.core.evaluate import evaluate, sweep
@@ -74,8 +81,16 @@ def run(args) -> int:
             sweep(trained, demos, out, grid, cfg, progress=not args.no_progress)
             print((out / "sweep.md").read_text())
             return 0
-        methods = ("er", "no_er", "hold", "const_velocity") + (() if args.no_gru else ("gru",))
-        evaluate(trained, demos, out, cfg, progress=not args.no_progress, gru_budget_s=args.gru_budget,
+        methods = (("er", "no_er", "hold", "const_velocity") + (() if args.no_gru else ("gru",))
+                   + (() if args.no_lstm else ("lstm",)))
+        baselines = BaselineSettings()
+        if args.baseline_hidden:
+            baselines.hidden_sizes = tuple(args.baseline_hidden)
+        if args.baseline_max_epochs is not None:
+            baselines.max_epochs = args.baseline_max_epochs
+        if args.baseline_patience is not None:
+            baselines.patience = args.baseline_patience
+        evaluate(trained, demos, out, cfg, progress=not args.no_progress, baselines=baselines.validate(),
                  methods=methods)
     except (CheckpointError, DataError, ConfigError, ValueError) as exc:
         return fail(str(exc))

@@ -6,8 +6,9 @@ Methods:
                  to the observations, so it runs on its prior (the paper's model lacking the procedure)
   hold           zero-order hold: x[t+h] = x[t]
   const_velocity x[t+h] = x[t] + h (x[t] - x[t-1])
-  gru            a GRU trained on the same demonstrations for the same wall-clock budget, reading
-                 the stream and predicting the next P steps directly
+  gru, lstm      a GRU / LSTM trained on the same demonstrations to convergence (validation split by
+                 episode, early stopping, hidden size chosen on validation: core/baselines.py),
+                 reading the stream and predicting the next P steps directly
 predicted[t, h-1] is the prediction made after observing step t of step t+h.
 """
 from __future__ import annotations
@@ -20,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
+from .baselines import (BaselineSettings, FittedPredictor, const_velocity_predictions, fit_predictor,
+                        hold_predictions)
 from .checkpoint import TrainedModel
 from .config import ERConfig
 from .data import Demonstration, resample
@@ -32,86 +34,28 @@ METHOD_LABELS = {
     "no_er": "PV-RNN without ER",
     "hold": "zero-order hold",
     "const_velocity": "constant velocity",
-    "gru": "GRU predictor",
+    "gru": "GRU predictor (early-stopped)",
+    "lstm": "LSTM predictor (early-stopped)",
 }
+LEARNED_BASELINES = ("gru", "lstm")
 
 
 # ------------------------------------------------------------------------------------- baselines
-def hold_predictions(obs: np.ndarray, horizon: int) -> np.ndarray:
-    T, D = obs.shape
-    return np.repeat(obs[:, None, :], horizon, axis=1)
-
-
-def const_velocity_predictions(obs: np.ndarray, horizon: int) -> np.ndarray:
-    T, D = obs.shape
-    vel = np.vstack([np.full((1, D), np.nan), np.diff(obs, axis=0)])
-    h = np.arange(1, horizon + 1)[None, :, None]
-    return obs[:, None, :] + h * vel[:, None, :]
-
-
-class GRUPredictor(nn.Module):
-    """Reads normalised joint vectors, predicts the next P of them from its hidden state."""
-
-    def __init__(self, n_joints: int, hidden: int, horizon: int):
-        super().__init__()
-        self.gru = nn.GRU(n_joints, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, horizon * n_joints)
-        self.horizon, self.n_joints = horizon, n_joints
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, T, P, D]
-        hidden, _ = self.gru(x)
-        return torch.tanh(self.head(hidden)).view(x.shape[0], x.shape[1], self.horizon, self.n_joints)
-
-
-def matched_gru_hidden(n_weights: int, n_joints: int, horizon: int) -> int:
-    """Hidden size whose GRU + head has about as many weights as the PV-RNN."""
-    for hidden in range(4, 1024):
-        count = 3 * (n_joints * hidden + hidden * hidden + 2 * hidden) + hidden * horizon * n_joints + horizon * n_joints
-        if count >= n_weights:
-            return hidden
-    return 1024
-
-
-def train_gru(trained: TrainedModel, horizon: int, budget_s: float, seed: int = 0,
-              progress: bool = False) -> tuple[GRUPredictor, dict]:
-    """Train on the PV-RNN's own training data (normalised), for `budget_s` wall-clock seconds."""
-    from tqdm.auto import tqdm
-
-    torch.manual_seed(seed)
+def fit_learned_baselines(trained: TrainedModel, horizon: int, kinds: tuple[str, ...],
+                          settings: BaselineSettings | None = None, progress: bool = False) -> dict[str, FittedPredictor]:
+    """GRU / LSTM predictors on the PV-RNN's own training data (normalised), trained to convergence."""
     if trained.config.train.threads:  # the same threads the PV-RNN trained with
         torch.set_num_threads(trained.config.train.threads)
     data = trained.data.detach().cpu()[..., :trained.layout.n_joints]  # joints (modalities are not predicted here)
-    N, T, D = data.shape
-    lengths = torch.tensor(trained.sequence_lengths)
-    n_weights = sum(p.numel() for p in trained.model.parameters())
-    hidden = matched_gru_hidden(n_weights, D, horizon)
-    gru = GRUPredictor(D, hidden, horizon)
-    # targets[n, t, h] = data[n, t + h + 1], valid while t + h + 1 < length
-    idx = torch.arange(T)[:, None] + torch.arange(1, horizon + 1)[None]  # [T, P]
-    valid = (idx[None] < lengths[:, None, None]).float()  # [N, T, P]
-    targets = data[:, idx.clamp(max=T - 1)]  # [N, T, P, D]
-    opt = torch.optim.Adam(gru.parameters(), lr=3e-3)
-    start = time.perf_counter()
-    epochs = 0
-    bar = tqdm(desc="GRU baseline", unit="ep", disable=not progress, total=None)
-    loss = torch.tensor(float("nan"))
-    while time.perf_counter() - start < budget_s or epochs == 0:
-        pred = gru(data)
-        loss = (((pred - targets) ** 2).mean(-1) * valid).sum() / valid.sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        epochs += 1
-        bar.update(1)
-    bar.close()
-    return gru, {"hidden": hidden, "epochs": epochs, "seconds": time.perf_counter() - start,
-                 "final_train_mse": float(loss.detach()), "weights": sum(p.numel() for p in gru.parameters())}
+    return {kind: fit_predictor(kind, data, trained.sequence_lengths, horizon, settings, progress)
+            for kind in kinds}
 
 
-@torch.no_grad()
-def gru_predictions(gru: GRUPredictor, obs_norm: np.ndarray) -> np.ndarray:
-    x = torch.tensor(obs_norm, dtype=torch.float32)[None]
-    return gru(x)[0].double().numpy()  # [T, P, D] normalised
+def pvrnn_training_info(trained: TrainedModel) -> dict:
+    """The PV-RNN's own training time, from the checkpoint's history (per-epoch seconds)."""
+    seconds = trained.history.get("seconds") or []
+    return {"epochs": int(trained.epoch), "seconds": float(sum(seconds)) if seconds else None,
+            "note": None if seconds else "the checkpoint holds no per-epoch times"}
 
 
 # ------------------------------------------------------------------------------------- ER runs
@@ -171,11 +115,16 @@ def evaluate(
     out_dir: str | Path,
     er_config: ERConfig | None = None,
     progress: bool = True,
-    gru_budget_s: float | None = None,
-    methods: tuple[str, ...] = ("er", "no_er", "hold", "const_velocity", "gru"),
+    baselines: BaselineSettings | None = None,
+    methods: tuple[str, ...] = ("er", "no_er", "hold", "const_velocity", "gru", "lstm"),
     plots: bool = True,
+    fitted_baselines: dict[str, FittedPredictor] | None = None,
 ) -> dict:
-    """Run every method over `demos` (raw units, any joint order) and write predictions, metrics and PNGs."""
+    """Run every method over `demos` (raw units, any joint order) and write predictions, metrics and PNGs.
+
+    `baselines` sets how the GRU / LSTM are trained (core/baselines.py); `fitted_baselines` passes
+    ones already trained on this model's data (a sweep reuses them across trials).
+    """
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
@@ -186,10 +135,15 @@ def evaluate(
     episodes = [resample(d.select(trained.joint_names), trained.rate_hz) for d in demos]
     switch_times = [_load_segments(d) for d in demos]
     total_ticks = sum(len(e) for e in episodes)
-    gru = gru_info = None
-    if "gru" in methods:
-        budget = gru_budget_s if gru_budget_s is not None else float(sum(trained.history.get("seconds", [])) or 60.0)
-        gru, gru_info = train_gru(trained, P, budget, progress=progress)
+    wanted = tuple(k for k in LEARNED_BASELINES if k in methods)
+    learned = dict(fitted_baselines or {})
+    missing = tuple(k for k in wanted if k not in learned)
+    if missing:
+        learned.update(fit_learned_baselines(trained, P, missing, baselines, progress))
+    learned = {k: learned[k] for k in wanted}
+    for kind, fitted in learned.items():
+        if fitted.model.horizon != P:
+            raise ValueError(f"the fitted {kind} baseline predicts {fitted.model.horizon} steps, expected {P}")
     n_er_runs = sum(m in methods for m in ("er", "no_er"))
     bar = tqdm(total=total_ticks * n_er_runs, desc="error regression", unit="tick", disable=not progress)
     sq_err = {m: np.zeros(P) for m in methods}
@@ -213,9 +167,8 @@ def evaluate(
             preds["hold"] = hold_predictions(obs, P)
         if "const_velocity" in methods:
             preds["const_velocity"] = const_velocity_predictions(obs, P)
-        if gru is not None:
-            norm = gru_predictions(gru, trained.normalizer.normalize(obs))
-            preds["gru"] = trained.normalizer.denormalize(norm)
+        for kind, fitted in learned.items():
+            preds[kind] = trained.normalizer.denormalize(fitted.predict(trained.normalizer.normalize(obs)))
         truth = _truth(obs, P)
         # the same steps for every method: where all of them predicted and the truth exists
         valid = np.all(np.isfinite(truth), axis=-1)
@@ -250,7 +203,7 @@ def evaluate(
         "er_tick_ms": {"median": float(np.median(all_ms)) if all_ms.size else None,
                        "p90": float(np.percentile(all_ms, 90)) if all_ms.size else None,
                        "backend": er_run["backend"] if tick_ms else None},
-        "gru": gru_info,
+        "training": {"pvrnn": pvrnn_training_info(trained), **{k: f.info for k, f in learned.items()}},
         "per_episode": per_episode,
     }
     if switch_curves:
@@ -313,10 +266,22 @@ def metrics_table(metrics: dict, horizons: list[int] | None = None) -> str:
         lines += ["", f"ER tick: median {tick['median']:.1f} ms, p90 {tick['p90']:.1f} ms "
                       f"(backend {tick['backend']}, W = {metrics['er_config']['window']}, "
                       f"K = {metrics['er_config']['iterations']})"]
-    if metrics.get("gru"):
-        g = metrics["gru"]
-        lines.append(f"GRU baseline: hidden {g['hidden']} ({g['weights']} weights), {g['epochs']} epochs in "
-                     f"{g['seconds']:.0f} s")
+    training = metrics.get("training") or {}
+    if training:
+        lines += ["", "| model | training | epochs | seconds |", "|---|---|---|---|"]
+        pv = training.get("pvrnn") or {}
+        if pv:
+            secs = f"{pv['seconds']:.1f}" if pv.get("seconds") is not None else "not recorded"
+            lines.append(f"| PV-RNN | full BPTT, fixed epochs | {pv['epochs']} | {secs} |")
+        for kind in LEARNED_BASELINES:
+            g = training.get(kind)
+            if g:
+                lines.append(f"| {kind.upper()} {g['hidden']} ({g['weights']} weights) | early stopping on "
+                             f"{g['val_episodes']} validation episode(s) ({g['split']}), best epoch {g['best_epoch']}, hidden from "
+                             f"{', '.join(str(c['hidden']) for c in g['candidates'])}"
+                             + (f", refit on all episodes for {g['refit']['epochs']} epochs" if g.get("refit") else "")
+                             + f" | {g['epochs']}{' + ' + str(g['refit']['epochs']) if g.get('refit') else ''} | "
+                             f"{g['seconds']:.1f} ({g['seconds_all_candidates']:.1f} with every candidate) |")
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from pvrnn_ros.core.baselines import BaselineSettings
 from pvrnn_ros.core.config import ERConfig
 from pvrnn_ros.core.er import ErrorRegression
 from pvrnn_ros.core.evaluate import evaluate
@@ -132,9 +133,14 @@ def test_settings_variants_run(trained):
 
 def test_evaluate_against_baselines(trained, tmp_path):
     held_out = primitive_demos(3, 500, seconds=12.0)
-    m = evaluate(trained, held_out, tmp_path, progress=False, gru_budget_s=3.0)
+    m = evaluate(trained, held_out, tmp_path, progress=False,
+                 baselines=BaselineSettings(hidden_sizes=(16,), max_epochs=60, patience=20))
     mse = {k: np.array(v["mse_by_horizon"]) for k, v in m["methods"].items()}
-    assert set(mse) == {"er", "no_er", "hold", "const_velocity", "gru"}
+    assert set(mse) == {"er", "no_er", "hold", "const_velocity", "gru", "lstm"}
+    training = m["training"]
+    assert training["pvrnn"]["epochs"] == trained.epoch
+    for kind in ("gru", "lstm"):
+        assert training[kind]["hidden"] == 16 and 1 <= training[kind]["best_epoch"] <= training[kind]["epochs"] <= 60
     for h in (3, 5, 8):
         assert mse["er"][h - 1] < mse["no_er"][h - 1]
         assert mse["er"][h - 1] < mse["const_velocity"][h - 1]
