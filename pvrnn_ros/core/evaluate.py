@@ -217,7 +217,7 @@ def evaluate(
         from .recognition import evaluate_recognition, recognition_table
 
         metrics["recognition"] = evaluate_recognition(trained, episodes, recognised, out, plots=plots,
-                                                      progress=progress)
+                                                      progress=progress, baselines=baselines)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "metrics.md").write_text(metrics_table(metrics)
                                     + (recognition_table(metrics["recognition"]) if metrics.get("recognition") else ""))

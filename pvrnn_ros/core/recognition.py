@@ -6,13 +6,15 @@ Scoring (per categorical modality, on held-out episodes with labels):
   accuracy after 0.5 s  the same, leaving out the first `settle_s` seconds after each switch
   switch delay          from a switch until the new class is first on top (before the next switch;
                         a switch whose class never comes on top counts as missed)
-Baseline: a causal GRU classifier on the same labelled demonstrations, trained to convergence
-(validation split by sequence, early stopping on the validation loss, hidden size chosen there).
+Baseline: the causal GRU classifier of `core.baselines` on the same labelled demonstrations,
+trained to convergence (validation split by sequence, early stopping, hidden size chosen there).
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+import dataclasses
 
 import numpy as np
 import torch
@@ -80,30 +82,10 @@ def confusion(probabilities: np.ndarray, truth: np.ndarray, n_classes: int) -> n
 
 
 # ------------------------------------------------------------------------------------- GRU baseline
-class GRUClassifier(nn.Module):
-    """Causal: reads the joint stream, outputs class logits at every step."""
-
-    def __init__(self, n_inputs: int, n_classes: int, hidden: int):
-        super().__init__()
-        self.gru = nn.GRU(n_inputs, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, T, C]
-        return self.head(self.gru(x)[0])
-
-    @torch.no_grad()
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """[T, D] normalised joints -> [T, C] class probabilities, each from the steps so far."""
-        return torch.softmax(self(torch.tensor(x[None], dtype=torch.float32))[0], -1).double().numpy()
-
-
-def train_gru_classifier(trained: TrainedModel, modality: Modality, hidden_sizes=(32, 64), patience: int = 30,
-                         max_epochs: int = 3000, val_fraction: float = 0.25, seed: int = 0,
-                         progress: bool = False) -> tuple[GRUClassifier, dict]:
-    """Train to convergence on the model's own training data (joints in, the modality's labels
-    out): sequences split into training and validation, Adam until the validation loss has not
-    improved for `patience` epochs; the hidden size with the lowest validation loss wins."""
-    from tqdm.auto import tqdm
+def train_gru_classifier(trained: TrainedModel, modality: Modality, settings=None, progress: bool = False):
+    """The causal GRU classifier of `core.baselines`, trained to convergence on the model's own
+    training data: joints in, the modality's labels out (unrecorded steps left out of the loss)."""
+    from .baselines import IGNORE_LABEL, BaselineSettings, fit_gru_classifier
 
     J = trained.layout.n_joints
     col = trained.layout.slice(modality.name).start
@@ -112,56 +94,17 @@ def train_gru_classifier(trained: TrainedModel, modality: Modality, hidden_sizes
     seen = trained.step_mask().cpu() > 0
     if trained.observed is not None:
         seen &= trained.observed[..., col].cpu() > 0
-    labels = torch.where(seen, labels, torch.full_like(labels, -100))  # ignored by the loss
-    N = x.shape[0]
-    if N < 2:
-        raise ValueError("the GRU classifier baseline needs at least 2 training sequences (one for validation)")
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(N, generator=g)
-    n_val = max(1, int(round(N * val_fraction)))
-    val, tr = order[:n_val], order[n_val:]
-    loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
-    best_overall = None
-    t_start = time.perf_counter()
-    tried = []
-    for hidden in hidden_sizes:
-        torch.manual_seed(seed)
-        model = GRUClassifier(J, len(modality.components), hidden)
-        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-        best, best_state, best_epoch, epoch = float("inf"), None, 0, 0
-        bar = tqdm(total=max_epochs, desc=f"GRU classifier h={hidden}", unit="ep", disable=not progress)
-        while epoch < max_epochs and epoch - best_epoch <= patience:
-            model.train()
-            opt.zero_grad()
-            logits = model(x[tr])
-            loss = loss_fn(logits.reshape(-1, logits.shape[-1]), labels[tr].reshape(-1))
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            epoch += 1
-            with torch.no_grad():
-                v = model(x[val])
-                vloss = float(loss_fn(v.reshape(-1, v.shape[-1]), labels[val].reshape(-1)))
-            if vloss < best - 1e-6:
-                best, best_epoch = vloss, epoch
-                best_state = {k: t.clone() for k, t in model.state_dict().items()}
-            bar.update(1)
-        bar.close()
-        model.load_state_dict(best_state)
-        tried.append({"hidden": hidden, "val_loss": best, "best_epoch": best_epoch, "epochs": epoch})
-        if best_overall is None or best < best_overall[1]:
-            best_overall = (model, best, hidden, best_epoch, epoch)
-    model, best, hidden, best_epoch, epochs = best_overall
-    info = {"hidden": hidden, "val_loss": best, "best_epoch": best_epoch, "epochs_run": epochs,
-            "patience": patience, "train_sequences": int(len(tr)), "val_sequences": int(n_val),
-            "tried": tried, "train_s": time.perf_counter() - t_start,
-            "stopped": "early stopping" if epochs < max_epochs else f"max_epochs={max_epochs}"}
+    labels = torch.where(seen, labels, torch.full_like(labels, IGNORE_LABEL))
+    settings = settings or BaselineSettings(hidden_sizes=(32, 64), refit=False)
+    model, info = fit_gru_classifier(x, labels, len(modality.components), settings, progress=progress)
+    info["stopped"] = "early stopping" if info["epochs"] < settings.max_epochs else f"max_epochs={settings.max_epochs}"
+    info["tried"] = [c["hidden"] for c in info["candidates"]]
     return model.eval(), info
 
 
 # ------------------------------------------------------------------------------------- reports
 def evaluate_recognition(trained: TrainedModel, episodes: list, recognised: list[dict[str, np.ndarray]],
-                         out: Path, plots: bool = True, progress: bool = False) -> dict:
+                         out: Path, plots: bool = True, progress: bool = False, baselines=None) -> dict:
     """Score ER's recognition (ticks with every categorical modality unobserved) on resampled
     held-out `episodes` (with labels in `extra`) against the GRU classifier; writes
     recognition/<episode>.npz, metrics and PNGs. recognised[i][name]: [T, C] probabilities."""
@@ -175,7 +118,8 @@ def evaluate_recognition(trained: TrainedModel, episodes: list, recognised: list
                     if mod.name in ep.extra and mod.name in rec]
         if not labelled:
             continue
-        gru, gru_info = train_gru_classifier(trained, mod, progress=progress)
+        settings = None if baselines is None else dataclasses.replace(baselines, refit=False)
+        gru, gru_info = train_gru_classifier(trained, mod, settings, progress=progress)
         er_p, gru_p, truth_all = [], [], []
         for ep, probs in labelled:
             truth = true_labels(ep.extra[mod.name].labels, mod, ep.source or ep.name)
@@ -250,9 +194,9 @@ def recognition_table(results: dict) -> str:
             lines.append(f"| {label} | {s['frame_accuracy']:.3f} | {s['settled_accuracy']:.3f} | {mean} / {med} "
                          f"| {s['switches_missed']} of {s['switches']} |")
         lines += ["", f"GRU classifier: hidden {g['hidden']} (chosen on validation from "
-                  f"{', '.join(str(t['hidden']) for t in g['tried'])}), {g['epochs_run']} epochs "
-                  f"({g['stopped']}, best at {g['best_epoch']}), {g['train_s']:.0f} s to train, "
-                  f"{g['train_sequences']} training / {g['val_sequences']} validation sequences."]
+                  f"{', '.join(str(h) for h in g['tried'])}), {g['epochs']} epochs "
+                  f"({g['stopped']}, best at {g['best_epoch']}), {g['seconds_all_candidates']:.0f} s to train "
+                  f"(all candidate sizes)."]
     return "\n".join(lines) + "\n"
 
 

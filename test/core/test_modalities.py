@@ -254,7 +254,11 @@ def test_eval_writes_recognition_files_and_rejects_unseen_classes(trained_with_m
     tr = trained_with_modalities
     held = _write_csvs(tmp_path / "held", n=2) if (tmp_path / "held").mkdir() is None else None
     demos = load_demonstrations(held, joint_names=tr.joint_names, modalities=tr.config.data.modalities)
-    metrics = evaluate(tr, demos, tmp_path / "ev", methods=("er", "hold"), progress=False, plots=True)
+    from pvrnn_ros.core.baselines import BaselineSettings
+
+    small = BaselineSettings(hidden_sizes=(16,), max_epochs=80, patience=20)
+    metrics = evaluate(tr, demos, tmp_path / "ev", methods=("er", "hold"), progress=False, plots=True,
+                       baselines=small)
     rec = np.load(tmp_path / "ev" / "recognition" / "ep0.npz")
     T = len(resample(demos[0], tr.rate_hz))
     assert rec["times"].shape == (T,) and rec["probabilities"].shape == (T, 3)
@@ -270,5 +274,5 @@ def test_eval_writes_recognition_files_and_rejects_unseen_classes(trained_with_m
     (held / "ep1.segments.json").write_text(json.dumps([{"start_time": 0.0, "primitive": "dance"}]))
     demos = load_demonstrations(held, joint_names=tr.joint_names, modalities=tr.config.data.modalities)
     with pytest.raises(ModalityError, match="class 'dance'.*never saw in training"):
-        evaluate(tr, demos, tmp_path / "ev2", methods=("er",), progress=False, plots=False)
+        evaluate(tr, demos, tmp_path / "ev2", methods=("er",), progress=False, plots=False, baselines=small)
     assert (tmp_path / "ev" / "recognition" / "ep0.npz").exists()  # the earlier results are untouched
