@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["OK", "WARN", "ERROR", "STALE", "LEVEL_NAMES", "Report", "DiagnosticsUpdater", "RateMeter",
-           "tick_health", "input_health"]
+           "tick_health", "input_health", "rtf_health"]
 
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR", STALE: "STALE"}
@@ -86,6 +86,19 @@ def input_health(age_s: float | None, stale_timeout: float, commanding: bool) ->
     if age_s > 0.5 * stale_timeout:
         return WARN, f"input late: newest sample {age_s:.2f} s old (stale after {stale_timeout:g} s)"
     return OK, "input fresh"
+
+
+def rtf_health(sim_advanced: float, wall_elapsed: float, target: float) -> tuple[int, str, float]:
+    """Level, message and measured real-time factor of a simulator over one report interval."""
+    if sim_advanced < 0:
+        return STALE, "sim time jumped back (reset)", 0.0
+    measured = sim_advanced / max(wall_elapsed, 1e-9)
+    if measured == 0.0:
+        return STALE, "sim time did not advance", 0.0
+    if target > 0 and measured < 0.9 * target:
+        return WARN, f"real-time factor {measured:.2f} below the requested {target:g}", measured
+    return OK, f"real-time factor {measured:.2f}" + (f" (requested {target:g})" if target > 0 else
+                                                     " (as fast as possible)"), measured
 
 
 class DiagnosticsUpdater:
