@@ -45,7 +45,7 @@ def test_recorder_lifecycle_closes_bags_on_deactivate(ros, tmp_path):
     assert (out / "episode_000" / "metadata.yaml").is_file()
     assert _count_messages(out / "episode_000") == 300
     t0 = time.monotonic()
-    probe.wait_for(lambda: (s := latest_status(probe, "recorder_node: recording", t0)) is not None, 5,
+    probe.wait_for(lambda: latest_status(probe, "recorder_node: recording", t0) is not None, 5,
                    "recorder diagnostics")
     level, _, values = latest_status(probe, "recorder_node: recording", t0)[1:]
     assert level == "STALE" and values["/numbers written"] == "300" and values["/numbers dropped"] == "0"
