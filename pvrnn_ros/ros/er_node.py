@@ -149,7 +149,8 @@ class ERNode(LifecycleNode):
             reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
             self.configure_error = reason
             self.get_logger().error(f"configure failed: {reason}. {NODE_NAME} stays unconfigured: fix the "
-                                    "parameter (set_parameters) and configure again")
+                                    f"parameter (set_parameters) and configure again (pvrnn-ros lifecycle "
+                                    f"{self.get_name()} configure)")
             return TransitionCallbackReturn.FAILURE
         self.configure_error = ""
         return TransitionCallbackReturn.SUCCESS
@@ -163,6 +164,7 @@ class ERNode(LifecycleNode):
         self.stream_reset = True
         self.feedback = None
         self.safety.last = None  # seed again from where the robot is now
+        self.input_meter = RateMeter()  # the input rate of this activation only
         sensor = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
         self._active_subs.append(self.create_subscription(JointState, self.input_topic, self._on_joint_state, sensor))
         self._open_command_endpoints()

@@ -111,10 +111,10 @@ def test_er_node_lifecycle_parameters_and_diagnostics(ros, tiny_model, tmp_path)
         assert life.change("activate") is True and life.state() == "active"
         probe.wait_for(lambda: _count(probe, "pvrnn/prediction") >= 5, 30, "predictions from a best-effort stream")
         t_ok = time.monotonic()
-        probe.wait_for(lambda: (s := latest_status(probe, INPUT_STATUS, t_ok)) is not None and s[1] == "OK", 10,
-                       "input OK on /diagnostics")
-        inp = latest_status(probe, INPUT_STATUS, t_ok)[3]
-        assert 25.0 < float(inp["input rate (Hz)"]) < 75.0, inp  # 50 Hz stream
+        probe.wait_for(lambda: sum(s[1] == "OK" for s in statuses(probe, INPUT_STATUS, t_ok)) >= 2, 10,
+                       "input OK on /diagnostics twice")
+        inp = latest_status(probe, INPUT_STATUS, t_ok)[3]  # a whole report interval of streaming
+        assert 20.0 < float(inp["input rate (Hz)"]) < 80.0, inp  # 50 Hz stream (loose: a shared machine)
         er_status = latest_status(probe, ER_STATUS, t_ok)[3]
         assert er_status["backend"] in ("cpu", "reference") and er_status["model"] == str(tiny_model)
         assert _count(probe, COMMANDS) == 0  # observe mode commands nothing
