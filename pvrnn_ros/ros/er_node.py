@@ -54,7 +54,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from .common import Throttle, request_exit, run_node
 from .conversions import (Resampler, float64_multiarray, joint_state_to_array, make_trajectory,
                           sec_to_stamp, stamp_to_sec)
-from .diagnostics import ERROR, STALE, DiagnosticsUpdater, RateMeter, input_health, tick_health
+from .diagnostics import ERROR, STALE, WARN, DiagnosticsUpdater, RateMeter, input_health, tick_health
 from .lifecycle import autostart, state_label
 from .params import Param, ParamTable
 from .safety import SafetyFilter, limits_with_margin
@@ -104,6 +104,7 @@ PARAMS = ParamTable(NODE_NAME, [
 
 # the live parameters the worker thread applies to the ER engine before its next step
 ER_LIVE = ("lr", "iterations")
+FEEDBACK_WARN_S = 2.0  # s without the commanded robot's joint states before that is a warning
 
 
 class _Prediction:
@@ -164,6 +165,7 @@ class ERNode(LifecycleNode):
         self.stream_reset = True
         self.feedback = None
         self.safety.last = None  # seed again from where the robot is now
+        self._feedback_wait_since = time.monotonic()
         self.input_meter = RateMeter()  # the input rate of this activation only
         sensor = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
         self._active_subs.append(self.create_subscription(JointState, self.input_topic, self._on_joint_state, sensor))
@@ -453,6 +455,7 @@ class ERNode(LifecycleNode):
                 self._open_command_endpoints()
             self.safety.last = None  # the safety stage restarts from the measured position
             self.feedback = None
+            self._feedback_wait_since = time.monotonic()
             self.get_logger().info(f"mode {old} -> {self.mode}"
                                    + (f": commands -> {self.command_topic}, feedback {self.feedback_topic}"
                                       if self.cmd_pub is not None else ""))
@@ -618,7 +621,12 @@ class ERNode(LifecycleNode):
             return
         if not self.safety.ready:
             if self.feedback is None:
-                self.throttle.info("fb", "waiting for the commanded robot's joint states before commanding")
+                waited = time.monotonic() - self._feedback_wait_since
+                if waited > FEEDBACK_WARN_S:  # a wrong feedback_topic must not fail silently
+                    self.throttle.warn("fb", f"no joint states from the commanded robot on {self.feedback_topic} "
+                                       f"for {waited:.0f} s: not commanding (check feedback_topic)")
+                else:
+                    self.throttle.info("fb", "waiting for the commanded robot's joint states before commanding")
                 return
             self.safety.seed(self.feedback)
         now = self._now()
@@ -688,7 +696,13 @@ class ERNode(LifecycleNode):
         rate, _ = self.input_meter.rate()
         age = None if self.last_rx is None else self._now() - self.last_rx
         r.set(*input_health(age, self.stale_timeout, commanding=self.cmd_pub is not None))
+        if self.cmd_pub is not None and not self.safety.ready and self.feedback is None \
+                and time.monotonic() - self._feedback_wait_since > FEEDBACK_WARN_S and r.level < WARN:
+            r.set(WARN, f"no joint states from the commanded robot on {self.feedback_topic}: not commanding")
         r.add("topic", self.input_topic)
+        if self.cmd_pub is not None:
+            r.add("feedback topic", self.feedback_topic)
+            r.add("feedback", "received" if self.feedback is not None else "none")
         r.add("input rate (Hz)", float(rate))
         r.add("newest observation age (s)", "none" if age is None else float(age))
         r.add("stale timeout (s)", float(self.stale_timeout))

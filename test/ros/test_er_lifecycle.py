@@ -129,7 +129,15 @@ def test_er_node_lifecycle_parameters_and_diagnostics(ros, tiny_model, tmp_path)
         ok, reason = set_parameter(probe, "er_node", "lr", 0.0)
         assert not ok and "lr=0.0" in reason
 
-        # live: mode observe -> generate starts commanding (the safety stage seeds from the measured joints)
+        # live: mode imitate commands the learner arm, whose joint states nobody publishes here: it must
+        # say so (WARN, and a warning in its log), not wait silently
+        assert set_parameter(probe, "er_node", "mode", "imitate") == (True, "")
+        t_im = time.monotonic()
+        probe.wait_for(lambda: any(s[1] == "WARN" and "learner/joint_states" in s[2]
+                                   for s in statuses(probe, INPUT_STATUS, t_im)), 10, "WARN: no learner feedback")
+        probe.wait_for(lambda: "not commanding (check feedback_topic)" in procs.log("er_node"), 5, "the warning")
+
+        # live: mode imitate -> generate starts commanding (the safety stage seeds from the measured joints)
         assert set_parameter(probe, "er_node", "mode", "generate") == (True, "")
         probe.wait_for(lambda: _count(probe, COMMANDS) >= 5, 10, "commands after switching to generate")
         cmd = probe.messages(COMMANDS)[-1][1]
