@@ -8,9 +8,11 @@ Each node module holds `PARAMS = ParamTable(NODE_NAME, [Param(...), ...])`. The 
   reconfigure (cleanup -> set -> configure);
 - renders the `--help` text and the Markdown table of docs/ros.md without starting a node.
 
-Ranges are not put in the descriptor's integer/floating-point ranges on purpose: rclpy would then
-refuse an out-of-range start value while declaring it and the node would die, where a managed
-node should instead fail `configure` with the reason and stay alive.
+A numeric row without special values also gets the descriptor's integer/floating-point range (so
+`ros2 param describe` shows it and rclpy refuses values outside it, with its own reason naming value,
+min and max). The range is applied after declaring, and only if the start value satisfies it: rclpy
+would otherwise refuse an out-of-range start value while declaring it and the node would die, where
+a managed node should instead fail `configure` with the table's reason and stay alive.
 """
 from __future__ import annotations
 
@@ -96,17 +98,37 @@ class ParamTable:
         return list(self.params)
 
     # ------------------------------------------------------------------ ROS side
-    def descriptor(self, p: Param):
-        from rcl_interfaces.msg import ParameterDescriptor
+    def descriptor(self, p: Param, with_range: bool = False, read_only: bool | None = None):
+        from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-        return ParameterDescriptor(name=p.name, description=p.description, read_only=p.read_only,
-                                   additional_constraints=p.valid_text())
+        d = ParameterDescriptor(name=p.name, description=p.description,
+                                read_only=p.read_only if read_only is None else read_only,
+                                additional_constraints=p.valid_text())
+        if with_range and _rangeable(p):
+            if isinstance(p.default, int):
+                d.integer_range = [IntegerRange(from_value=int(p.low) if p.low is not None else -2 ** 62,
+                                                to_value=int(p.high) if p.high is not None else 2 ** 62, step=1)]
+            else:
+                d.floating_point_range = [FloatingPointRange(
+                    from_value=float(p.low) if p.low is not None else -math.inf,
+                    to_value=float(p.high) if p.high is not None else math.inf, step=0.0)]
+        return d
 
     def declare(self, node) -> dict[str, Any]:
         """Declare every row on `node`; returns {name: value} after overrides (--ros-args -p, params file)."""
+        from rclpy.exceptions import InvalidParameterValueException
+
         values = {}
         for p in self:
-            node.declare_parameter(p.name, p.default, self.descriptor(p))
+            # declared writable and without range first: the start value is never refused here
+            node.declare_parameter(p.name, p.default, self.descriptor(p, read_only=False))
+            declared_type = node.describe_parameter(p.name).type
+            full, plain = self.descriptor(p, with_range=True), self.descriptor(p)
+            full.type = plain.type = declared_type
+            try:
+                node.set_descriptor(p.name, full)
+            except InvalidParameterValueException:  # out of range: the node's check says why
+                node.set_descriptor(p.name, plain)
             values[p.name] = node.get_parameter(p.name).value
         return values
 
@@ -149,6 +171,12 @@ class ParamTable:
             rows.append(f"| `{p.name}` | `{_fmt(p.default)}` | {_md(p.valid_text()) or 'any'} | "
                         f"{p.when_changeable()} | {_md(p.description)} |")
         return "\n".join(rows)
+
+
+def _rangeable(p: Param) -> bool:
+    """A numeric scalar row whose whole valid set is one range (rclpy can enforce it)."""
+    return (not p.special and not p.choices and (p.low is not None or p.high is not None)
+            and isinstance(p.default, (int, float)) and not isinstance(p.default, bool))
 
 
 def _fmt(value) -> str:

@@ -128,6 +128,8 @@ def test_er_node_lifecycle_parameters_and_diagnostics(ros, tiny_model, tmp_path)
         assert not ok and "window cannot change while the node is configured" in reason
         ok, reason = set_parameter(probe, "er_node", "lr", 0.0)
         assert not ok and "lr=0.0" in reason
+        ok, reason = set_parameter(probe, "er_node", "stale_timeout", -1.0)  # the descriptor's range, rclpy's words
+        assert not ok and "out of range" in reason and "0.001" in reason and "-1.0" in reason
 
         # live: mode imitate commands the learner arm, whose joint states nobody publishes here: it must
         # say so (WARN, and a warning in its log), not wait silently
