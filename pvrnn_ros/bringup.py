@@ -4,6 +4,11 @@
 console script, params file under config/). `launch/<name>.launch.py` iterates the same table;
 `pvrnn-ros up <name>` starts each node as a separate process with
 `python -m pvrnn_ros.ros.<executable> --ros-args --params-file <config>/<params>`.
+
+Managed (lifecycle) nodes (`NodeSpec.managed`): the launch files start them as
+`launch_ros.actions.LifecycleNode` and emit configure, then activate once inactive;
+`pvrnn-ros up` starts them with `autostart:=false` and drives the same transitions through their
+lifecycle services (`Bringup.drive_lifecycle`), so a failed configure is reported and stops the graph.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ class NodeSpec:
     name: str  # node name (also the key in the params file)
     executable: str  # console script / module in pvrnn_ros.ros
     params: str  # params YAML in config/
+    managed: bool = False  # a lifecycle node: configure + activate after start
 
 
 GRAPHS: dict[str, list[NodeSpec]] = {
@@ -31,17 +37,17 @@ GRAPHS: dict[str, list[NodeSpec]] = {
     "record_demos": [
         NodeSpec("sim_node", "sim_node", "record_demos_params.yaml"),
         NodeSpec("demonstrator_node", "demonstrator_node", "record_demos_params.yaml"),
-        NodeSpec("recorder_node", "recorder_node", "record_demos_params.yaml"),
+        NodeSpec("recorder_node", "recorder_node", "record_demos_params.yaml", managed=True),
     ],
     # sim + demonstrator on the teacher + ER node commanding the learner
     "imitate": [
         NodeSpec("sim_node", "sim_node", "imitate_params.yaml"),
         NodeSpec("demonstrator_node", "demonstrator_node", "imitate_params.yaml"),
-        NodeSpec("er_node", "er_node", "imitate_params.yaml"),
+        NodeSpec("er_node", "er_node", "imitate_params.yaml", managed=True),
     ],
     # the ER node alone beside a real robot (observe mode by default)
     "er_real_robot": [
-        NodeSpec("er_node", "er_node", "er_real_robot_params.yaml"),
+        NodeSpec("er_node", "er_node", "er_real_robot_params.yaml", managed=True),
     ],
 }
 
@@ -49,12 +55,19 @@ GRAPHS: dict[str, list[NodeSpec]] = {
 
 def launch_description(graph: str):
     """The `ros2 launch` description of GRAPHS[graph] (needs `launch` and `launch_ros`, i.e. a full
-    ROS 2 install). Each node's params file can be replaced with the argument <node_name>_params:=PATH."""
+    ROS 2 install). Each node's params file can be replaced with the argument <node_name>_params:=PATH.
+    Managed nodes are `LifecycleNode`s brought to active by launch events (configure when the process
+    starts, activate when it reaches inactive); their own `autostart` is turned off so the two do not race."""
+    import lifecycle_msgs.msg
     from ament_index_python.packages import get_package_share_directory
     from launch import LaunchDescription
-    from launch.actions import DeclareLaunchArgument
+    from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+    from launch.event_handlers import OnProcessStart
+    from launch.events import matches_action
     from launch.substitutions import LaunchConfiguration
-    from launch_ros.actions import Node
+    from launch_ros.actions import LifecycleNode, Node
+    from launch_ros.event_handlers import OnStateTransition
+    from launch_ros.events.lifecycle import ChangeState
 
     share = get_package_share_directory("pvrnn_ros")
     actions = []
@@ -62,9 +75,25 @@ def launch_description(graph: str):
         arg = f"{spec.name}_params"
         actions.append(DeclareLaunchArgument(arg, default_value=os.path.join(share, "config", spec.params),
                                              description=f"params file of {spec.name}"))
-        actions.append(Node(package="pvrnn_ros", executable=spec.executable, name=spec.name, output="screen",
-                            emulate_tty=True, parameters=[LaunchConfiguration(arg)]))
+        if not spec.managed:
+            actions.append(Node(package="pvrnn_ros", executable=spec.executable, name=spec.name, output="screen",
+                                emulate_tty=True, parameters=[LaunchConfiguration(arg)]))
+            continue
+        node = LifecycleNode(package="pvrnn_ros", executable=spec.executable, name=spec.name, namespace="",
+                             output="screen", emulate_tty=True,
+                             parameters=[LaunchConfiguration(arg), {"autostart": False}])
+        configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                                transition_id=lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE))
+        activate = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                               transition_id=lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE))
+        actions += [
+            RegisterEventHandler(OnStateTransition(target_lifecycle_node=node, start_state="configuring",
+                                                   goal_state="inactive", entities=[activate])),
+            RegisterEventHandler(OnProcessStart(target_action=node, on_start=[configure])),
+            node,
+        ]
     return LaunchDescription(actions)
+
 
 def config_dir() -> Path:
     """config/ in a source checkout, else the installed share/pvrnn_ros/config."""
@@ -153,9 +182,15 @@ class Bringup:
             raise ValueError(f"unknown graph {self.graph!r}; known graphs: {', '.join(GRAPHS)}")
         return GRAPHS[self.graph]
 
-    def start(self, only: list[str] | None = None) -> list[_Proc]:
+    def start(self, only: list[str] | None = None, manage: bool = False) -> list[_Proc]:
+        """Start the nodes; with `manage`, managed nodes start with autostart:=false and wait for
+        `drive_lifecycle` (else they configure and activate themselves)."""
         specs = [s for s in self.specs() if only is None or s.name in only]
         per_node = split_overrides(self.overrides, self.specs())
+        if manage:
+            for spec in specs:
+                if spec.managed:
+                    per_node[spec.name].append("autostart:=false")
         self.run_dir = Path(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         started = []
@@ -170,6 +205,60 @@ class Bringup:
             self.procs.append(proc)
             started.append(proc)
         return started
+
+    def drive_lifecycle(self, timeout: float = 180.0, log=print) -> list[str]:
+        """configure, then activate, every started managed node through its lifecycle services, in
+        graph order. Returns the failures (empty = all active); a failure names the node, the
+        transition and the node's own reason from its log."""
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+
+        from pvrnn_ros.ros.lifecycle import LifecycleClient
+
+        env = self.env or ros_env()
+        managed = [p for p in self.procs if p.spec.managed]
+        if not managed:
+            return []
+        saved = {k: os.environ.get(k) for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE",)}
+        if env.get("ROS_AUTOMATIC_DISCOVERY_RANGE"):
+            os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = env["ROS_AUTOMATIC_DISCOVERY_RANGE"]
+        context = Context()
+        rclpy.init(context=context, domain_id=int(env.get("ROS_DOMAIN_ID", "0") or 0))
+        failures: list[str] = []
+        try:
+            node = rclpy.create_node("pvrnn_up_lifecycle", context=context)
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(node)
+            for p in managed:
+                client = LifecycleClient(node, p.spec.name, executor=executor)
+                deadline = time.monotonic() + timeout
+                while not client.wait(1.0):
+                    if p.popen.poll() is not None or time.monotonic() > deadline:
+                        failures.append(f"{p.spec.name}: lifecycle services never came up "
+                                        f"(exit code {p.popen.poll()}); log {p.log}")
+                        break
+                else:
+                    for transition in ("configure", "activate"):
+                        ok = client.change(transition, timeout=max(1.0, deadline - time.monotonic()))
+                        if not ok:
+                            why = "no answer" if ok is None else "refused or failed"
+                            failures.append(f"{p.spec.name}: {transition} {why}{_reason_from_log(p.log)}; log {p.log}")
+                            break
+                        log(f"  {p.spec.name:<18} {transition} ok")
+                client.destroy()
+                if failures:
+                    break
+            executor.shutdown(timeout_sec=0.5)
+            node.destroy_node()
+        finally:
+            context.try_shutdown()
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        return failures
 
     def poll(self) -> list[tuple[str, int]]:
         """(node, return code) of nodes that have exited."""
@@ -202,3 +291,12 @@ class Bringup:
         codes = {p.spec.name: p.popen.wait() for p in procs}
         self.procs = [p for p in self.procs if p not in procs]
         return codes
+
+
+def _reason_from_log(log: Path) -> str:
+    """': <the node's last error line>' from its log, or ''."""
+    try:
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if "[ERROR]" in ln]
+    except OSError:
+        return ""
+    return (": " + lines[-1].split("]: ", 1)[-1]) if lines else ""

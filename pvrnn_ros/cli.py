@@ -22,6 +22,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "benchmark ER tick latency and training speed per backend"),
     "node": ("node", "start one ROS 2 node: pvrnn-ros node er_node --ros-args ..."),
     "up": ("up", "bring up a node graph (same as a launch file) as separate processes"),
+    "lifecycle": ("lifecycle", "show a managed node's state and transitions, or trigger one"),
     "demo": ("demo", "end-to-end: simulate, record, train, run live ER imitation, report"),
 }
 

@@ -8,7 +8,9 @@ HELP = "bring up a node graph (same as a launch file) as separate processes"
 DESCRIPTION = (
     "Start every node of a graph from pvrnn_ros.bringup.GRAPHS with its params file from config/ "
     "(the same the launch files use), each as `python -m pvrnn_ros.ros.<node> --ros-args --params-file ...`, "
-    "logging to RUN_DIR/<node>.log. Ctrl-C stops them all (SIGINT, then SIGTERM, then SIGKILL). "
+    "logging to RUN_DIR/<node>.log. Managed nodes (er_node, recorder_node) start with autostart:=false and "
+    "are then configured and activated through their lifecycle services, as the launch files do; if one "
+    "fails, its reason is printed and the graph stops. Ctrl-C stops them all (SIGINT, then SIGTERM, then SIGKILL). "
     "Overrides: NODE.PARAM:=VALUE for one node, PARAM:=VALUE for all, e.g. "
     "`pvrnn-ros up imitate -p er_node.model_path:=runs/demo/model/model.pt`."
 )
@@ -24,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params-dir", default=None, help="directory of params files (default: config/)")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the nodes")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = Ctrl-C)")
+    parser.add_argument("--lifecycle-timeout", type=float, default=180.0,
+                        help="s to wait for each managed node to come up, configure and activate")
     parser.add_argument("--no-localhost", action="store_true",
                         help="do not set ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (talk to other machines)")
 
@@ -42,15 +46,21 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir or f"runs/up/{args.graph}-{time.strftime('%Y%m%d-%H%M%S')}")
     up = Bringup(args.graph, run_dir, overrides, env=ros_env(args.domain_id, not args.no_localhost),
                  params_dir=Path(args.params_dir) if args.params_dir else None)
-    procs = up.start()
+    procs = up.start(manage=True)
     print(f"graph {args.graph}: {len(procs)} node(s), logs in {run_dir}/")
     for p in procs:
         print(f"  {p.spec.name:<18} pid {p.popen.pid:<7} params {p.spec.params}  log {p.log}")
-    print("Ctrl-C to stop")
     t0 = time.monotonic()
     code = 0
     try:
-        while True:
+        failures = up.drive_lifecycle(timeout=args.lifecycle_timeout)
+        if failures:
+            for f in failures:
+                print(f"pvrnn-ros up: error: {f}")
+            code = 1
+        else:
+            print("Ctrl-C to stop")
+        while not failures:
             time.sleep(0.2)
             exited = up.poll()
             if exited:

@@ -59,8 +59,13 @@ def request_exit(node, code: int = 0) -> None:
     node._exit_requested = True
 
 
-def run_node(factory: Callable[[], object], args=None, threads: int = 1, drain_s: float = 0.0) -> int:
-    """rclpy init -> node = factory() -> spin until SIGINT/SIGTERM or `request_exit` -> close -> shutdown.
+def run_node(factory: Callable[[], object], args=None, threads: int = 1, drain_s: float = 0.0,
+             params=None, prog: str = "") -> int:
+    """rclpy init -> node = factory() -> node.start_up() -> spin until SIGINT/SIGTERM or `request_exit`
+    -> close -> shutdown.
+
+    With `params` (the node's ParamTable), `-h`/`--help` before any `--ros-args` prints the
+    parameters and returns without starting ROS.
 
     Signals are handled here (not by rclpy) so that a node can finish cleanly: after a signal
     the executor keeps taking already-received messages until it has been idle for `drain_s`
@@ -68,7 +73,16 @@ def run_node(factory: Callable[[], object], args=None, threads: int = 1, drain_s
     while the context is still valid, then rclpy shuts down.
     """
     import signal
+    import sys
     import threading
+
+    if params is not None:
+        from .params import help_requested
+
+        argv = list(sys.argv if args is None else args)[1:]
+        if help_requested(argv):
+            print(params.help_text(prog or params.node_name))
+            return 0
 
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
@@ -89,6 +103,9 @@ def run_node(factory: Callable[[], object], args=None, threads: int = 1, drain_s
         node = factory()
         executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
+        start_up = getattr(node, "start_up", None)
+        if start_up is not None:  # e.g. a managed node's autostart transitions
+            start_up()
         try:
             errors = Throttle(node.get_logger(), 5.0)
             while not stop.is_set() and not getattr(node, "_exit_requested", False) and rclpy.ok():

@@ -9,10 +9,22 @@ from __future__ import annotations
 
 from rclpy.node import Node
 
-from .common import param, run_node
+from .common import param, run_node  # noqa: F401 - param: the issue-15 declarations
+from .params import Param, ParamTable
+from pvrnn_ros.sim.primitives import DEFAULT_JOINT_NAMES  # numpy only: --help stays light
 from .conversions import float64_multiarray
 
 NODE_NAME = "demonstrator_node"
+
+PARAMS = ParamTable(NODE_NAME, [
+    Param("robot", "teacher", "robot namespace to drive ('' = none)", read_only=True),
+    Param("controller", "forward_position_controller", "controller name", read_only=True),
+    Param("joints", list(DEFAULT_JOINT_NAMES), "command joint order", read_only=True),
+    Param("lower", [0.0], "joint lower limits (rad); [0.0] = arm7 defaults", read_only=True),
+    Param("upper", [0.0], "joint upper limits (rad); [0.0] = arm7 defaults", read_only=True),
+    Param("rate", 50.0, "command rate in Hz (node clock)", low=0.001, high=10000.0, read_only=True),
+    Param("seed", 0, "random seed of the primitive chain", read_only=True),
+])
 
 
 class DemonstratorNode(Node):
@@ -20,15 +32,19 @@ class DemonstratorNode(Node):
         super().__init__(NODE_NAME)
         from std_msgs.msg import Float64MultiArray, String
 
-        from pvrnn_ros.sim.primitives import DEFAULT_JOINT_NAMES, Demonstrator, default_limits
+        from pvrnn_ros.sim.primitives import Demonstrator, default_limits
 
-        robot = param(self, "robot", "teacher", "robot namespace to drive ('' = none)")
-        controller = param(self, "controller", "forward_position_controller", "controller name")
-        joints = [j for j in param(self, "joints", list(DEFAULT_JOINT_NAMES), "command joint order") if j]
-        lower = list(param(self, "lower", [0.0], "joint lower limits (rad); [0.0] = arm7 defaults"))
-        upper = list(param(self, "upper", [0.0], "joint upper limits (rad); [0.0] = arm7 defaults"))
-        self.rate = float(param(self, "rate", 50.0, "command rate in Hz (node clock)"))
-        seed = int(param(self, "seed", 0, "random seed of the primitive chain"))
+        p = PARAMS.declare(self)
+        problems = PARAMS.check_all(p)
+        if problems:
+            raise ValueError("; ".join(problems))
+        robot = p["robot"]
+        controller = p["controller"]
+        joints = [j for j in p["joints"] if j]
+        lower = list(p["lower"])
+        upper = list(p["upper"])
+        self.rate = float(p["rate"])
+        seed = int(p["seed"])
         if len(lower) != len(joints) or len(upper) != len(joints):
             lower, upper = default_limits(joints)
         self.demo = Demonstrator(joints, lower, upper, seed=seed)
@@ -61,7 +77,7 @@ class DemonstratorNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(DemonstratorNode, args)
+    return run_node(DemonstratorNode, args, params=PARAMS, prog="python -m pvrnn_ros.ros.demonstrator_node")
 
 
 if __name__ == "__main__":

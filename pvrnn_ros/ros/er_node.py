@@ -1,19 +1,34 @@
 """er_node: online error regression (ER) of a trained PV-RNN on a live JointState stream.
 
-Subscribes
+A managed (lifecycle) node:
+  configure   loads and checks the model (model_path, joints, topics, limits) and warms the backend's
+              kernels; any error is logged with its reason and the node stays unconfigured (alive)
+  activate    subscribes, ticks and publishes (the safety stage seeds from the measured position)
+  deactivate  stops commanding at once (a ros2_control forward controller holds the last command)
+  cleanup     releases the model, so a new model_path can be configured in the same process
+  shutdown    from any state; the process then exits
+`autostart` (default true) configures and activates at start-up, so `pvrnn-ros node er_node` runs
+like an unmanaged node. Run `python -m pvrnn_ros.ros.er_node --help` for the parameters.
+
+Subscribes (sensor-data QoS: best effort, so best-effort and reliable publishers are both heard)
   <input_topic> (sensor_msgs/JointState, default `joint_states`): joints matched by name, any
       order; extra joints ignored; missing or non-finite joints are masked (NaN) for ER.
   <feedback_topic> (JointState) in imitate/generate mode: the commanded robot's measured joints,
       used to start the safety stage from where the robot is.
-Publishes
+Publishes (reliable, volatile, depth 10; lifecycle publishers: nothing while inactive)
   pvrnn/prediction    trajectory_msgs/JointTrajectory: P points, time_from_start = h / rate,
                       header.stamp = stamp of the observation it answers
   pvrnn/free_energy   std_msgs/Float64MultiArray [free energy, reconstruction error, KL per layer...]
   pvrnn/tick_latency  std_msgs/Float64, ms per ER tick
   pvrnn/deadline_misses std_msgs/UInt64, ticks skipped because the previous one was still running
-  <command_topic>     (imitate/generate) std_msgs/Float64MultiArray in `joints` order, or a
-                      one-point JointTrajectory when command_type = trajectory
-Modes
+  <command_topic>     (imitate/generate; reliable, depth 10) std_msgs/Float64MultiArray in `joints`
+                      order, or a one-point JointTrajectory when command_type = trajectory
+  /diagnostics        diagnostic_msgs/DiagnosticArray at 1 Hz: "er_node: error regression" (tick
+                      latency, deadline misses, free energy, backend, model) and "er_node: input"
+                      (input rate, age of the newest observation)
+Services
+  ~/reset (std_srvs/Trigger): restart ER from the next observation
+Modes (live parameter `mode`; a switch restarts the safety stage from the measured position)
   observe   predict only
   imitate   command another arm (default learner/forward_position_controller/commands) along the
             predicted trajectory of the observed arm, sampled at (time since the observation +
@@ -22,25 +37,75 @@ Modes
             ahead; ER re-infers the latent state when the robot is perturbed
 
 ER runs on a worker thread every 1/rate s; executor callbacks never block on it. A tick that is
-due while the previous one still runs is counted as a deadline miss and skipped.
+due while the previous one still runs is counted as a deadline miss and skipped (also counted by the
+worker from the tick's duration, for backends that hold the GIL and so stall the executor). Live parameter
+changes are validated when set and applied from the next tick.
 """
 from __future__ import annotations
 
 import math
 import threading
 import time
+from collections import deque
 
 import numpy as np
-from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from .common import Throttle, param, run_node
+from .common import Throttle, request_exit, run_node
 from .conversions import (Resampler, float64_multiarray, joint_state_to_array, make_trajectory,
                           sec_to_stamp, stamp_to_sec)
+from .diagnostics import ERROR, STALE, WARN, DiagnosticsUpdater, RateMeter, input_health, tick_health
+from .lifecycle import autostart, state_label
+from .params import Param, ParamTable
 from .safety import SafetyFilter, limits_with_margin
 
 NODE_NAME = "er_node"
 MODES = ("observe", "imitate", "generate")
+BACKENDS = ("", "auto", "reference", "cpu", "triton")
+
+PARAMS = ParamTable(NODE_NAME, [
+    Param("autostart", True, "configure and activate at start-up (false: wait for lifecycle transitions)",
+          read_only=True),
+    Param("model_path", "", "checkpoint (model.pt or its directory) from `pvrnn-ros train`"),
+    Param("mode", "observe", "observe (predict only), imitate (command another arm) or generate (closed loop)",
+          choices=MODES, live=True),
+    Param("input_topic", "joint_states", "JointState stream to regress on"),
+    Param("rate", 0.0, "ER tick rate in Hz; 0 = the model's rate", low=0.0, high=1000.0),
+    Param("window", -1, "ER window W; -1 = checkpoint config", low=1, high=10000, special=(-1,)),
+    Param("iterations", -1, "ER iterations K per tick; -1 = checkpoint config", low=0, high=100000,
+          special=(-1,), live=True),
+    Param("first_iterations", -1, "K of the first tick; -1 = checkpoint config", low=0, high=100000,
+          special=(-1,)),
+    Param("lr", -1.0, "ER learning rate; -1 = checkpoint config", low=1e-9, high=1e3, special=(-1.0,), live=True),
+    Param("horizon", -1, "prediction horizon P; -1 = checkpoint config", low=1, high=10000, special=(-1,)),
+    Param("backend", "", "ER backend; '' = checkpoint config", choices=BACKENDS),
+    Param("threads", 1, "torch threads for ER; 0 = torch's default", low=0, high=1024),
+    Param("command_topic", "", "command topic; '' = mode default (imitate: learner/forward_position_controller/"
+          "commands, generate: forward_position_controller/commands; .../joint_trajectory for trajectory)"),
+    Param("command_type", "multiarray", "Float64MultiArray commands or one-point JointTrajectory",
+          choices=("multiarray", "trajectory")),
+    Param("feedback_topic", "", "commanded robot's joint_states; '' = mode default (imitate: learner/joint_states, "
+          "generate: input_topic)"),
+    Param("joints", [""], "command joint order; [''] = model joints (mapped)"),
+    Param("joint_map", [""], "model_joint:command_joint pairs"),
+    Param("command_rate", 50.0, "command publish rate (Hz)", low=0.1, high=10000.0),
+    Param("lead", -1.0, "s ahead of now to command; -1 = 0 (imitate) or 1/rate (generate)", low=0.0, high=60.0,
+          special=(-1.0,), live=True),
+    Param("max_step", 0.05, "max change per command per joint (rad); 0 = no rate limit", low=0.0, high=100.0,
+          live=True),
+    Param("limit_margin", 0.1, "margin on the model's joint range, fraction of span (when lower/upper are not given)",
+          low=0.0, high=10.0, live=True),
+    Param("lower", [0.0], "command joint lower limits; [0.0] = model range + margin"),
+    Param("upper", [0.0], "command joint upper limits; [0.0] = model range + margin"),
+    Param("stale_timeout", 0.5, "s without input before ER pauses and commands hold", low=0.001, high=3600.0,
+          live=True),
+    Param("time_jump_reset", 1.0, "stamp jump back (s) treated as a stream restart", low=0.0, high=1e6),
+], lifecycle=True)
+
+# the live parameters the worker thread applies to the ER engine before its next step
+ER_LIVE = ("lr", "iterations")
+FEEDBACK_WARN_S = 2.0  # s without the commanded robot's joint states before that is a warning
 
 
 class _Prediction:
@@ -51,84 +116,152 @@ class _Prediction:
         self.pred = pred  # [P, D] raw units
 
 
-class ERNode(Node):
+class ERNode(LifecycleNode):
     def __init__(self):
         super().__init__(NODE_NAME)
-        from std_msgs.msg import Float64, Float64MultiArray, UInt64
-        from sensor_msgs.msg import JointState
-        from trajectory_msgs.msg import JointTrajectory
-
-        model_path = param(self, "model_path", "", "checkpoint (model.pt or its directory) from `pvrnn-ros train`")
-        self.mode = str(param(self, "mode", "observe", "observe | imitate | generate"))
-        input_topic = param(self, "input_topic", "joint_states", "JointState stream to regress on")
-        rate = float(param(self, "rate", 0.0, "ER tick rate in Hz; 0 = the model's rate"))
-        er_window = int(param(self, "window", -1, "ER window W; -1 = checkpoint config"))
-        er_iter = int(param(self, "iterations", -1, "ER iterations K per tick; -1 = checkpoint config"))
-        er_first = int(param(self, "first_iterations", -1, "K of the first tick; -1 = checkpoint config"))
-        er_lr = float(param(self, "lr", -1.0, "ER learning rate; -1 = checkpoint config"))
-        er_horizon = int(param(self, "horizon", -1, "prediction horizon P; -1 = checkpoint config"))
-        er_backend = str(param(self, "backend", "", "ER backend (auto, reference, cpu, triton); '' = checkpoint config"))
-        threads = int(param(self, "threads", 1, "torch threads for ER"))
-        command_topic = str(param(self, "command_topic", "", "command topic; '' = mode default"))
-        self.command_type = str(param(self, "command_type", "multiarray", "multiarray | trajectory"))
-        feedback_topic = str(param(self, "feedback_topic", "", "commanded robot's joint_states; '' = mode default"))
-        joints = [j for j in param(self, "joints", [""], "command joint order; [''] = model joints (mapped)") if j]
-        joint_map = [m for m in param(self, "joint_map", [""], "model_joint:command_joint pairs") if m]
-        self.command_rate = float(param(self, "command_rate", 50.0, "command publish rate (Hz)"))
-        lead = float(param(self, "lead", -1.0, "s ahead of now to command; -1 = 0 (imitate) or 1/rate (generate)"))
-        self.max_step = float(param(self, "max_step", 0.05, "max change per command per joint (rad)"))
-        limit_margin = float(param(self, "limit_margin", 0.1, "margin on the model's joint range, fraction of span"))
-        lower = list(param(self, "lower", [0.0], "command joint lower limits; [0.0] = model range + margin"))
-        upper = list(param(self, "upper", [0.0], "command joint upper limits; [0.0] = model range + margin"))
-        self.stale_timeout = float(param(self, "stale_timeout", 0.5, "s without input before holding"))
-        self.jump_back = float(param(self, "time_jump_reset", 1.0, "stamp jump back (s) treated as a stream restart"))
+        PARAMS.declare(self)
         self.throttle = Throttle(self.get_logger())
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.command_type not in ("multiarray", "trajectory"):
-            raise ValueError(f"command_type must be multiarray or trajectory, got {self.command_type!r}")
-        if not model_path:
-            raise ValueError("parameter model_path is required (a checkpoint from `pvrnn-ros train`)")
+        self.configure_error = ""
+        self.er = None  # set while configured
+        self._pending: dict[str, object] = {}  # accepted live changes, applied by the next tick
+        self._pending_lock = threading.Lock()
+        self._er_updates: dict[str, object] = {}  # live ER settings for the worker (executor -> worker)
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._queue_parameters)
+        from std_srvs.srv import Trigger
 
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.diagnostics = DiagnosticsUpdater(self)
+        self.diagnostics.add("error regression", self._diagnose_er)
+        self.diagnostics.add("input", self._diagnose_input)
+        self._active_timers: list = []
+        self._active_subs: list = []
+
+    def start_up(self) -> None:
+        """Called by run_node once the node spins: the `autostart` transitions."""
+        if self.get_parameter("autostart").value:
+            autostart(self)
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except Exception as exc:  # noqa: BLE001 - any user error (path, joints, config): stay unconfigured
+            self._release()
+            reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            self.configure_error = reason
+            self.get_logger().error(f"configure failed: {reason}. {NODE_NAME} stays unconfigured: fix the "
+                                    f"parameter (set_parameters) and configure again (pvrnn-ros lifecycle "
+                                    f"{self.get_name()} configure)")
+            return TransitionCallbackReturn.FAILURE
+        self.configure_error = ""
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        from sensor_msgs.msg import JointState
+
+        # a fresh stream: the gap while inactive must not be bridged by the resampler
+        self.resampler.clear()
+        self.last_rx = self.last_stamp = None
+        self.stream_reset = True
+        self.feedback = None
+        self.safety.last = None  # seed again from where the robot is now
+        self._feedback_wait_since = time.monotonic()
+        self.input_meter = RateMeter()  # the input rate of this activation only
+        sensor = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self._active_subs.append(self.create_subscription(JointState, self.input_topic, self._on_joint_state, sensor))
+        self._open_command_endpoints()
+        self._active_timers.append(self.create_timer(self.dt, self._tick))
+        self._active_timers.append(self.create_timer(1.0 / self.command_rate, self._command))
+        result = super().on_activate(state)  # enables the lifecycle publishers
+        self.get_logger().info(f"active: mode {self.mode}, input {self.input_topic}"
+                               + (f", commands -> {self.command_topic} ({self.command_type}), feedback "
+                                  f"{self.feedback_topic}" if self.cmd_pub is not None else ""))
+        return result
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._stop_activity()
+        result = super().on_deactivate(state)
+        self.get_logger().info("inactive: commands stopped (the controller holds the last one)")
+        return result
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("cleaned up: model released")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._stop_activity()
+        self._release()
+        request_exit(self, 0)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self._stop_activity()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS  # back to unconfigured
+
+    # ------------------------------------------------------------------ configure
+    def _configure(self) -> None:
         import torch
 
         from pvrnn_ros.core.checkpoint import load_checkpoint
         from pvrnn_ros.core.er import ErrorRegression
+        from std_msgs.msg import Float64, Float64MultiArray, UInt64
+        from trajectory_msgs.msg import JointTrajectory
 
-        self.torch_threads = threads
-        if threads > 0:
-            torch.set_num_threads(threads)
-        self.trained = load_checkpoint(model_path)
+        with self._pending_lock:  # configure reads every parameter itself
+            self._pending.clear()
+        self._er_updates = {}
+        p = {name: self.get_parameter(name).value for name in PARAMS.names()}
+        problems = PARAMS.check_all(p)
+        if problems:
+            raise ValueError("; ".join(problems))
+        if not p["model_path"]:
+            raise ValueError("parameter model_path is required (a checkpoint from `pvrnn-ros train`)")
+        self.model_path = str(p["model_path"])
+        self.mode = str(p["mode"])
+        self.input_topic = str(p["input_topic"])
+        self.command_type = str(p["command_type"])
+        self.command_topic_param = str(p["command_topic"])
+        self.feedback_topic_param = str(p["feedback_topic"])
+        self.command_rate = float(p["command_rate"])
+        self.stale_timeout = float(p["stale_timeout"])
+        self.jump_back = float(p["time_jump_reset"])
+        self.lead_param = float(p["lead"])
+        self.limit_margin = float(p["limit_margin"])
+        self.torch_threads = int(p["threads"])
+        if self.torch_threads > 0:
+            torch.set_num_threads(self.torch_threads)
+        self.trained = load_checkpoint(self.model_path)
         self.names = list(self.trained.joint_names)
-        er_cfg = self._er_config(er_window, er_iter, er_first, er_lr, er_horizon, er_backend)
-        self.er = ErrorRegression(self.trained, er_cfg)
-        self.er_cfg = er_cfg
-        self.rate = rate if rate > 0 else float(self.trained.rate_hz)
+        self.er_cfg = self._er_config(int(p["window"]), int(p["iterations"]), int(p["first_iterations"]),
+                                      float(p["lr"]), int(p["horizon"]), str(p["backend"]))
+        self.er = ErrorRegression(self.trained, self.er_cfg)
+        self.rate = float(p["rate"]) if p["rate"] > 0 else float(self.trained.rate_hz)
         self.dt = 1.0 / self.rate
-        self._warm_up()
 
         # joint mapping model -> command space
         mapping = {}
-        for m in joint_map:
+        for m in (m for m in p["joint_map"] if m):
             a, sep, b = m.partition(":")
             if not sep or not a or not b:
                 raise ValueError(f"joint_map entry {m!r} is not 'model_joint:command_joint'")
             mapping[a.strip()] = b.strip()
         mapped = [mapping.get(n, n) for n in self.names]
-        self.cmd_names = joints or mapped
+        self.cmd_names = [j for j in p["joints"] if j] or mapped
         col = {c: i for i, c in enumerate(mapped)}
         self.cmd_cols = [col.get(c) for c in self.cmd_names]  # model column per command joint (None: hold)
-        if all(c is None for c in self.cmd_cols) and self.mode != "observe":
-            raise ValueError(f"no command joint {self.cmd_names} matches a model joint {mapped}")
+        if self.mode != "observe":
+            self._check_commandable(self.mode)
         n = len(self.cmd_names)
-        if len(lower) == n and len(upper) == n:
-            lo, hi = np.asarray(lower, float), np.asarray(upper, float)
-        else:
-            nlo, nhi = limits_with_margin(self.trained.normalizer.lo, self.trained.normalizer.hi, limit_margin)
-            lo = np.array([nlo[c] if c is not None else -np.inf for c in self.cmd_cols])
-            hi = np.array([nhi[c] if c is not None else np.inf for c in self.cmd_cols])
-        self.safety = SafetyFilter(lo, hi, self.max_step)
-        self.lead = lead if lead >= 0 else (0.0 if self.mode != "generate" else self.dt)
+        lower, upper = list(p["lower"]), list(p["upper"])
+        self.explicit_limits = len(lower) == n and len(upper) == n
+        if self.explicit_limits:
+            self.limits = (np.asarray(lower, float), np.asarray(upper, float))
+        self.safety = SafetyFilter(*self._limits(self.limit_margin), float(p["max_step"]))
+        self.lead = self._lead(self.lead_param, self.mode)
+        self._warm_up()
 
         # stream state (executor thread)
         self.resampler = Resampler(len(self.names), keep=64)
@@ -136,13 +269,17 @@ class ERNode(Node):
         self.last_stamp = None
         self.stream_reset = False
         self.feedback: np.ndarray | None = None
+        self.input_meter = RateMeter()
         # worker state
         self.lock = threading.Lock()
         self.prediction: _Prediction | None = None
         self.latencies: list[float] = []
         self.cpu_ms: list[float] = []
+        self.recent = deque(maxlen=max(10, int(10 * self.rate)))  # latencies (ms) of the last ~10 s
         self.deadline_misses = 0
         self.ticks = 0
+        self.last_tick = None  # ERTick of the latest tick
+        self._reported = (0, 0)  # (ticks, misses) at the previous diagnostics report
         self._job = None
         self._job_ready = threading.Condition()
         self._busy = False
@@ -151,31 +288,18 @@ class ERNode(Node):
         self._worker = threading.Thread(target=self._work, name="er_worker", daemon=True)
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.pred_pub = self.create_publisher(JointTrajectory, "pvrnn/prediction", reliable)
-        self.fe_pub = self.create_publisher(Float64MultiArray, "pvrnn/free_energy", reliable)
-        self.lat_pub = self.create_publisher(Float64, "pvrnn/tick_latency", reliable)
-        self.miss_pub = self.create_publisher(UInt64, "pvrnn/deadline_misses", reliable)
+        self.pred_pub = self.create_lifecycle_publisher(JointTrajectory, "pvrnn/prediction", reliable)
+        self.fe_pub = self.create_lifecycle_publisher(Float64MultiArray, "pvrnn/free_energy", reliable)
+        self.lat_pub = self.create_lifecycle_publisher(Float64, "pvrnn/tick_latency", reliable)
+        self.miss_pub = self.create_lifecycle_publisher(UInt64, "pvrnn/deadline_misses", reliable)
         self._Float64, self._UInt64 = Float64, UInt64
-        self.create_subscription(JointState, input_topic, self._on_joint_state, 50)
         self.cmd_pub = None
-        if self.mode != "observe":
-            if not command_topic:
-                command_topic = ("learner/forward_position_controller/commands" if self.mode == "imitate"
-                                 else "forward_position_controller/commands")
-                if self.command_type == "trajectory":
-                    command_topic = command_topic.replace("/commands", "/joint_trajectory")
-            if not feedback_topic:
-                feedback_topic = "learner/joint_states" if self.mode == "imitate" else input_topic
-            cmd_type = JointTrajectory if self.command_type == "trajectory" else Float64MultiArray
-            self.cmd_pub = self.create_publisher(cmd_type, command_topic, 10)
-            self.create_subscription(JointState, feedback_topic, self._on_feedback, 10)
-            self.create_timer(1.0 / self.command_rate, self._command)
-        self.create_timer(self.dt, self._tick)
+        self.command_topic = self.feedback_topic = ""
         self._worker.start()
         self.get_logger().info(
-            f"model {model_path}: joints {self.names}, rate {self.rate:g} Hz, W={er_cfg.window} K={er_cfg.iterations} "
-            f"lr={er_cfg.lr:g} P={er_cfg.horizon}; mode {self.mode}; input {input_topic}"
-            + (f"; commands -> {command_topic} ({self.command_type}), feedback {feedback_topic}" if self.cmd_pub else ""))
+            f"configured: model {self.model_path}: joints {self.names}, rate {self.rate:g} Hz, "
+            f"W={self.er_cfg.window} K={self.er_cfg.iterations} lr={self.er_cfg.lr:g} P={self.er_cfg.horizon}, "
+            f"backend {self.er.backend.name}; mode {self.mode}; input {self.input_topic}")
 
     def _er_config(self, window, iterations, first, lr, horizon, backend):
         import dataclasses
@@ -196,6 +320,22 @@ class ERNode(Node):
         cfg.validate("er", n_layers=len(self.trained.config.model.layers))
         return cfg
 
+    def _check_commandable(self, mode: str) -> None:
+        if all(c is None for c in self.cmd_cols):
+            raise ValueError(f"mode {mode!r} needs command joints: no command joint {self.cmd_names} matches a "
+                             f"model joint (set joints or joint_map)")
+
+    def _limits(self, margin: float) -> tuple[np.ndarray, np.ndarray]:
+        if self.explicit_limits:
+            return self.limits
+        nlo, nhi = limits_with_margin(self.trained.normalizer.lo, self.trained.normalizer.hi, margin)
+        lo = np.array([nlo[c] if c is not None else -np.inf for c in self.cmd_cols])
+        hi = np.array([nhi[c] if c is not None else np.inf for c in self.cmd_cols])
+        return lo, hi
+
+    def _lead(self, lead: float, mode: str) -> float:
+        return lead if lead >= 0 else (self.dt if mode == "generate" else 0.0)
+
     def _warm_up(self) -> None:
         """Throw-away ticks over a whole (growing, then sliding) window, so live ticks do not pay for
         lazy initialisation or JIT compilation of the backend."""
@@ -203,6 +343,135 @@ class ERNode(Node):
         for _ in range(self.er_cfg.window + 2):
             self.er.step(mid)
         self.er.reset()
+
+    def _endpoints(self, mode: str) -> tuple[str, str]:
+        """(command topic, feedback topic) of `mode` ('' , '' in observe mode)."""
+        if mode == "observe":
+            return "", ""
+        command = self.command_topic_param
+        if not command:
+            command = ("learner/forward_position_controller/commands" if mode == "imitate"
+                       else "forward_position_controller/commands")
+            if self.command_type == "trajectory":
+                command = command.replace("/commands", "/joint_trajectory")
+        feedback = self.feedback_topic_param or ("learner/joint_states" if mode == "imitate" else self.input_topic)
+        return command, feedback
+
+    def _open_command_endpoints(self) -> None:
+        """Command publisher + feedback subscription for the current mode (none in observe mode)."""
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray
+        from trajectory_msgs.msg import JointTrajectory
+
+        self.command_topic, self.feedback_topic = self._endpoints(self.mode)
+        if not self.command_topic:
+            return
+        cmd_type = JointTrajectory if self.command_type == "trajectory" else Float64MultiArray
+        self.cmd_pub = self.create_lifecycle_publisher(cmd_type, self.command_topic, 10)
+        if state_label(self) in ("active", "activating") and self._activity_running():
+            self.cmd_pub.on_activate(None)  # created while active: enable it now (activate already ran)
+        sensor = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self._feedback_sub = self.create_subscription(JointState, self.feedback_topic, self._on_feedback, sensor)
+
+    def _close_command_endpoints(self) -> None:
+        if self.cmd_pub is not None:
+            self.destroy_lifecycle_publisher(self.cmd_pub)
+            self.destroy_subscription(self._feedback_sub)
+            self.cmd_pub = self._feedback_sub = None
+
+    def _activity_running(self) -> bool:
+        return bool(self._active_timers)
+
+    def _stop_activity(self) -> None:
+        """Timers and subscriptions off (not managed by rclpy): no more ticks, no more commands."""
+        for t in self._active_timers:
+            self.destroy_timer(t)
+        for s in self._active_subs:
+            self.destroy_subscription(s)
+        self._active_timers, self._active_subs = [], []
+        if self.er is not None:
+            self._close_command_endpoints()
+
+    def _release(self) -> None:
+        """Everything configure built: worker, publishers, the model."""
+        worker = getattr(self, "_worker", None)
+        if worker is not None and worker.is_alive():
+            self._stop_worker()
+            self._log_summary()
+        for name in ("pred_pub", "fe_pub", "lat_pub", "miss_pub"):
+            pub = getattr(self, name, None)
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+                setattr(self, name, None)
+        if getattr(self, "cmd_pub", None) is not None:
+            self._close_command_endpoints()
+        self.er = None
+        self.trained = None
+        self._worker = None
+
+    # ------------------------------------------------------------------ parameters
+    def _validate_parameters(self, params):
+        """on-set callback: accept or refuse, no side effects."""
+        from rcl_interfaces.msg import SetParametersResult
+
+        configured = state_label(self) != "unconfigured"
+        for prm in params:
+            reason = PARAMS.check_change(prm.name, prm.value, configured)
+            if reason is None and prm.name == "mode" and configured and prm.value != "observe" \
+                    and self.er is not None and all(c is None for c in self.cmd_cols):
+                reason = f"mode={prm.value!r} needs command joints, but none of {self.cmd_names} is a model joint"
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _queue_parameters(self, params) -> None:
+        """post-set callback: hand accepted live changes to the next tick."""
+        with self._pending_lock:
+            for prm in params:
+                if prm.name in PARAMS and PARAMS[prm.name].live:
+                    self._pending[prm.name] = prm.value
+
+    def _apply_pending(self) -> None:
+        """Executor thread, start of a tick: apply the live changes accepted since the last tick."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        for name, value in pending.items():
+            if name in ER_LIVE:
+                self._er_updates[name] = value
+            elif name == "max_step":
+                self.safety.max_step = float(value)
+            elif name == "stale_timeout":
+                self.stale_timeout = float(value)
+            elif name == "limit_margin":
+                self.limit_margin = float(value)
+                self.safety.lower, self.safety.upper = self._limits(self.limit_margin)
+            elif name == "lead":
+                self.lead_param = float(value)
+        if "mode" in pending and pending["mode"] != self.mode:
+            old, self.mode = self.mode, str(pending["mode"])
+            if self._endpoints(self.mode) != (self.command_topic, self.feedback_topic):
+                self._close_command_endpoints()
+                self._open_command_endpoints()
+            self.safety.last = None  # the safety stage restarts from the measured position
+            self.feedback = None
+            self._feedback_wait_since = time.monotonic()
+            self.get_logger().info(f"mode {old} -> {self.mode}"
+                                   + (f": commands -> {self.command_topic}, feedback {self.feedback_topic}"
+                                      if self.cmd_pub is not None else ""))
+        self.lead = self._lead(self.lead_param, self.mode)
+        self.get_logger().info("parameters applied: " + ", ".join(f"{k}={v!r}" for k, v in pending.items()))
+
+    def _on_reset(self, _req, resp):
+        if state_label(self) != "active":
+            resp.success, resp.message = False, f"{NODE_NAME} is {state_label(self)}, not active"
+            return resp
+        self.resampler.clear()
+        self.stream_reset = True
+        resp.success, resp.message = True, "ER restarts from the next observation"
+        self.get_logger().info("reset requested: ER restarts from the next observation")
+        return resp
 
     # ------------------------------------------------------------------ input
     def _now(self) -> float:
@@ -239,6 +508,7 @@ class ERNode(Node):
             return
         self.last_rx = now
         self.last_stamp = stamp
+        self.input_meter.tick()
 
     def _on_feedback(self, msg) -> None:
         try:
@@ -250,6 +520,7 @@ class ERNode(Node):
 
     # ------------------------------------------------------------------ ER ticks
     def _tick(self) -> None:
+        self._apply_pending()
         if self.last_rx is None:
             self.throttle.info("wait", "waiting for input joint states")
             return
@@ -263,7 +534,6 @@ class ERNode(Node):
         obs = self.resampler.at(t_query)
         if obs is None:
             return
-        job = (now, t_query, obs, self.stream_reset)
         with self._job_ready:
             if self._busy or self._job is not None:
                 self.deadline_misses += 1
@@ -271,8 +541,9 @@ class ERNode(Node):
                 self.throttle.warn("miss", f"ER tick overran the {1e3 * self.dt:.0f} ms period: "
                                    f"{self.deadline_misses} deadline misses so far (tick skipped)")
                 return
+            updates, self._er_updates = self._er_updates, {}
+            self._job = (now, t_query, obs, self.stream_reset, updates)
             self.stream_reset = False
-            self._job = job
             self._job_ready.notify()
 
     def _work(self) -> None:
@@ -299,19 +570,56 @@ class ERNode(Node):
                 with self._job_ready:
                     self._busy = False
 
-    def _run_tick(self, now: float, stamp: float, obs: np.ndarray, reset: bool) -> None:
+    def _stop_worker(self) -> None:
+        with self._job_ready:
+            self._stop = True
+            self._job_ready.notify_all()
+        self._worker.join(timeout=5.0)
+
+    def _run_tick(self, now: float, stamp: float, obs: np.ndarray, reset: bool, updates: dict) -> None:
+        er = self.er
+        if er is None:
+            return
+        for name, value in updates.items():  # live lr / iterations: -1 = back to the checkpoint's value
+            base = getattr(self.trained.config.er, name)
+            setattr(er.cfg, name, type(base)(value) if value != -1 else base)
         if reset:
-            self.er.reset()
+            er.reset()
+        with self._job_ready:
+            misses_before = self.deadline_misses
         t0, c0 = time.perf_counter(), time.thread_time()
-        tick = self.er.step(obs)
+        tick = er.step(obs)
         ms = 1e3 * (time.perf_counter() - t0)
         self.ticks += 1
+        self._count_overrun(ms, misses_before)
         self.latencies.append(ms)
+        self.recent.append(ms)
         self.cpu_ms.append(1e3 * (time.thread_time() - c0))  # CPU time of this thread: wall >> cpu = contention
         if len(self.latencies) > 100000:
             del self.latencies[:50000], self.cpu_ms[:50000]
+        self.last_tick = tick
         if self._stop:
             return
+        self._publish_tick(now, stamp, obs, tick, ms)
+
+    def _count_overrun(self, ms: float, misses_before: int) -> None:
+        """A tick that ran over k whole periods skipped k due ticks. The executor counts them as they
+        come due, but a backend that holds the GIL (Numba without nogil) can starve it for the whole
+        tick: whatever it did not count is counted here, so misses are never under-reported."""
+        due = int(ms // (1e3 * self.dt))
+        with self._job_ready:
+            missing = due - (self.deadline_misses - misses_before)
+            if missing <= 0:
+                return
+            self.deadline_misses += missing
+            total = self.deadline_misses
+        if not self._stop:
+            self.miss_pub.publish(self._UInt64(data=total))
+        self.throttle.warn("miss", f"ER tick took {ms:.0f} ms, over the {1e3 * self.dt:.0f} ms period: "
+                           f"{total} deadline misses so far")
+
+    def _publish_tick(self, now: float, stamp: float, obs: np.ndarray, tick, ms: float) -> None:
+        """Everything one ER tick publishes (worker thread)."""
         self.lat_pub.publish(self._Float64(data=ms))
         fe = [tick.free_energy, tick.reconstruction_error] + list(tick.kl_per_layer)
         self.fe_pub.publish(float64_multiarray(fe))
@@ -329,9 +637,16 @@ class ERNode(Node):
 
     # ------------------------------------------------------------------ commands
     def _command(self) -> None:
+        if self.cmd_pub is None:
+            return
         if not self.safety.ready:
             if self.feedback is None:
-                self.throttle.info("fb", "waiting for the commanded robot's joint states before commanding")
+                waited = time.monotonic() - self._feedback_wait_since
+                if waited > FEEDBACK_WARN_S:  # a wrong feedback_topic must not fail silently
+                    self.throttle.warn("fb", f"no joint states from the commanded robot on {self.feedback_topic} "
+                                       f"for {waited:.0f} s: not commanding (check feedback_topic)")
+                else:
+                    self.throttle.info("fb", "waiting for the commanded robot's joint states before commanding")
                 return
             self.safety.seed(self.feedback)
         now = self._now()
@@ -357,6 +672,61 @@ class ERNode(Node):
         else:
             self.cmd_pub.publish(float64_multiarray(cmd))
 
+    # ------------------------------------------------------------------ diagnostics
+    def _diagnose_er(self, r) -> None:
+        state = state_label(self)
+        r.add("state", state)
+        r.add("model", self.get_parameter("model_path").value)
+        if self.er is None:
+            if self.configure_error:
+                r.set(ERROR, f"unconfigured: configure failed: {self.configure_error}")
+            else:
+                r.set(STALE, f"{state}: no model loaded")
+            return
+        ticks, misses = self.ticks, self.deadline_misses
+        new_ticks, new_misses = ticks - self._reported[0], misses - self._reported[1]
+        self._reported = (ticks, misses)
+        lat = list(self.recent)
+        if state != "active":
+            r.set(STALE, f"{state}: not ticking")
+        else:
+            r.set(*tick_health(lat, 1e3 * self.dt, new_ticks, new_misses))
+        if lat:
+            r.add("latency median (ms)", float(np.median(lat)))
+            r.add("latency p99 (ms)", float(np.percentile(lat, 99)))
+        r.add("period (ms)", 1e3 * self.dt)
+        r.add("ticks", ticks)
+        r.add("deadline misses", misses)
+        r.add("deadline misses since last report", new_misses)
+        tick = self.last_tick
+        if tick is not None:
+            r.add("free energy", float(tick.free_energy))
+            r.add("reconstruction error", float(tick.reconstruction_error))
+        r.add("backend", self.er.backend.name)
+        r.add("mode", self.mode)
+        r.add("window", self.er.cfg.window)
+        r.add("iterations", self.er.cfg.iterations)
+        r.add("lr", float(self.er.cfg.lr))
+
+    def _diagnose_input(self, r) -> None:
+        state = state_label(self)
+        if self.er is None or state != "active":
+            r.set(STALE, f"{state}: not subscribed")
+            return
+        rate, _ = self.input_meter.rate()
+        age = None if self.last_rx is None else self._now() - self.last_rx
+        r.set(*input_health(age, self.stale_timeout, commanding=self.cmd_pub is not None))
+        if self.cmd_pub is not None and not self.safety.ready and self.feedback is None \
+                and time.monotonic() - self._feedback_wait_since > FEEDBACK_WARN_S and r.level < WARN:
+            r.set(WARN, f"no joint states from the commanded robot on {self.feedback_topic}: not commanding")
+        r.add("topic", self.input_topic)
+        if self.cmd_pub is not None:
+            r.add("feedback topic", self.feedback_topic)
+            r.add("feedback", "received" if self.feedback is not None else "none")
+        r.add("input rate (Hz)", float(rate))
+        r.add("newest observation age (s)", "none" if age is None else float(age))
+        r.add("stale timeout (s)", float(self.stale_timeout))
+
     # ------------------------------------------------------------------ shutdown
     def latency_summary(self) -> dict:
         lat = np.asarray(self.latencies)
@@ -368,11 +738,7 @@ class ERNode(Node):
                 "cpu_median_ms": float(np.median(cpu)), "cpu_p99_ms": float(np.percentile(cpu, 99)),
                 "worker_torch_threads": self.worker_torch_threads}
 
-    def close(self) -> None:
-        with self._job_ready:
-            self._stop = True
-            self._job_ready.notify_all()
-        self._worker.join(timeout=5.0)
+    def _log_summary(self) -> None:
         s = self.latency_summary()
         if s["ticks"]:
             self.get_logger().info(
@@ -381,9 +747,14 @@ class ERNode(Node):
                 f"worker CPU time median {s['cpu_median_ms']:.1f} ms, p99 {s['cpu_p99_ms']:.1f} ms "
                 f"(worker torch threads {s['worker_torch_threads']})")
 
+    def close(self) -> None:
+        """Called by run_node after spinning ends: stop ticking and release the model."""
+        self._stop_activity()
+        self._release()
+
 
 def main(args=None) -> int:
-    return run_node(ERNode, args)
+    return run_node(ERNode, args, params=PARAMS, prog="python -m pvrnn_ros.ros.er_node")
 
 
 if __name__ == "__main__":

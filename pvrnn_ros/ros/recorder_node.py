@@ -1,19 +1,16 @@
 """recorder_node: records topics to rosbag2 (MCAP or sqlite3) in episodes, via `rosbags`.
 
-Parameters
-  topics            topics to record (types are discovered from the graph)
-  output_dir        episodes go to output_dir/episode_000, episode_001, ...
-  episode_duration  seconds (node clock; sim time with use_sim_time) per episode, 0 = until stopped
-  episode_count     stop recording after this many episodes, 0 = unlimited
-  max_messages      end an episode after this many messages, 0 = unlimited
-  storage           "mcap" (default) or "sqlite3"
-  autostart         start the first episode as soon as the node is up
-  exit_when_done    exit the process after `episode_count` episodes
-  flush_period      s between chunk flushes (MCAP): a SIGKILL loses at most this much
+A managed (lifecycle) node: configure checks the parameters; activate subscribes and (with
+`record_on_activate`) opens an episode; deactivate takes every message DDS already holds for it,
+closes the episode (metadata.yaml written) and unsubscribes, so nothing received while active is
+lost; `autostart` (default true) configures and activates at start-up. Parameters: the PARAMS
+table below, or `python -m pvrnn_ros.ros.recorder_node --help`. Episodes go to
+output_dir/episode_000, episode_001, ...
 
 Control: services ~/start, ~/stop, ~/split (std_srvs/Trigger, when std_srvs is installed) and the
 topic ~/control (std_msgs/String "start" | "stop" | "split"). Status: ~/episode (std_msgs/String,
-"recording <dir>" / "stopped <dir> <n> messages").
+"recording <dir>" / "stopped <dir> <n> messages"). /diagnostics: "recorder_node: recording", messages
+written and dropped (received while no episode was open, or not writable) per topic.
 
 Messages are taken serialized (raw CDR subscription) and written as they arrive; on SIGINT or
 SIGTERM the open episode is closed (metadata.yaml written). After a SIGKILL run
@@ -24,13 +21,31 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from .common import HAVE_STD_SRVS, Throttle, param, request_exit, run_node
+from .common import HAVE_STD_SRVS, Throttle, request_exit, run_node
 from .conversions import message_class
+from .diagnostics import OK, STALE, WARN, DiagnosticsUpdater
+from .lifecycle import autostart, state_label
+from .params import Param, ParamTable
 
 NODE_NAME = "recorder_node"
+
+PARAMS = ParamTable(NODE_NAME, [
+    Param("autostart", True, "configure and activate (start recording) at start-up", read_only=True),
+    Param("topics", ["teacher/joint_states"], "topics to record (types are discovered from the graph)"),
+    Param("output_dir", "bags", "directory for episode_NNN bags"),
+    Param("episode_duration", 0.0, "s per episode (node clock: sim time with use_sim_time), 0 = until stopped",
+          low=0.0, live=True),
+    Param("episode_count", 0, "stop recording after this many episodes, 0 = unlimited", low=0, live=True),
+    Param("max_messages", 0, "end an episode after this many messages, 0 = unlimited", low=0, live=True),
+    Param("storage", "mcap", "rosbag2 storage plugin", choices=("mcap", "sqlite3")),
+    Param("record_on_activate", True, "start an episode when activated (false: wait for ~/start)"),
+    Param("exit_when_done", True, "exit the process after episode_count episodes", live=True),
+    Param("flush_period", 0.5, "s between MCAP chunk flushes (a SIGKILL loses at most this much); 0 = at close",
+          low=0.0),
+], lifecycle=True)
 
 
 class BagEpisode:
@@ -83,33 +98,30 @@ class BagEpisode:
                 self.writer.close()
 
 
-class RecorderNode(Node):
+class RecorderNode(LifecycleNode):
     def __init__(self):
         super().__init__(NODE_NAME)
         from std_msgs.msg import String
 
-        self.topics = [self.resolve_topic_name(t) for t in param(self, "topics", ["teacher/joint_states"], "topics to record") if t]
-        self.output_dir = Path(param(self, "output_dir", "bags", "directory for episode_NNN bags"))
-        self.episode_duration = float(param(self, "episode_duration", 0.0, "s per episode, 0 = until stopped"))
-        self.episode_count = int(param(self, "episode_count", 0, "episodes to record, 0 = unlimited"))
-        self.max_messages = int(param(self, "max_messages", 0, "messages per episode, 0 = unlimited"))
-        self.storage = str(param(self, "storage", "mcap", "mcap or sqlite3"))
-        autostart = bool(param(self, "autostart", True, "start the first episode right away"))
-        self.exit_when_done = bool(param(self, "exit_when_done", True, "exit after episode_count episodes"))
-        flush_period = float(param(self, "flush_period", 0.5, "s between MCAP chunk flushes"))
-        if self.storage not in ("mcap", "sqlite3"):
-            raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {self.storage!r}")
+        PARAMS.declare(self)
         self.throttle = Throttle(self.get_logger())
+        self.configured = False
         self.episode: BagEpisode | None = None
-        self.episode_index = self._first_free_index()
         self.episodes_done = 0
         self.episode_start = None
         self.types: dict[str, str] = {}
         self.subs = {}
+        self.written: dict[str, int] = {}  # per topic, this process's life
+        self.dropped: dict[str, int] = {}  # received while no episode was open, or the write failed
+        self.write_failures = 0
+        self._reported_failures = 0
         self.lock = threading.RLock()
         self.exit_code = 0
         self.received = 0  # messages taken from DDS (run_node drains until this stops growing)
         self.drain_s = 0.3
+        self._activity: list = []  # timers of the active state
+        self._pending: dict[str, object] = {}
+        self._pending_lock = threading.Lock()
         self.status_pub = self.create_publisher(
             String, "~/episode", QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                                             reliability=ReliabilityPolicy.RELIABLE))
@@ -121,14 +133,137 @@ class RecorderNode(Node):
             self.create_service(Trigger, "~/start", lambda q, r: self._srv(r, self.start_episode))
             self.create_service(Trigger, "~/stop", lambda q, r: self._srv(r, self.stop_episode))
             self.create_service(Trigger, "~/split", lambda q, r: self._srv(r, self.split_episode))
-        self.create_timer(0.2, self._discover)
-        self.create_timer(0.05, self._check_episode)
-        if flush_period > 0:
-            self.create_timer(flush_period, self._flush)
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._queue_parameters)
+        self.diagnostics = DiagnosticsUpdater(self)
+        self.diagnostics.add("recording", self._diagnose)
+
+    def start_up(self) -> None:
+        """Called by run_node once the node spins: the `autostart` transitions."""
+        if self.get_parameter("autostart").value:
+            autostart(self)
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        p = {name: self.get_parameter(name).value for name in PARAMS.names()}
+        problems = PARAMS.check_all(p)
+        if problems:
+            self.get_logger().error(f"configure failed: {'; '.join(problems)}. {NODE_NAME} stays unconfigured")
+            return TransitionCallbackReturn.FAILURE
+        with self._pending_lock:
+            self._pending.clear()
+        self.topics = [self.resolve_topic_name(t) for t in p["topics"] if t]
+        self.output_dir = Path(p["output_dir"])
+        self.episode_duration = float(p["episode_duration"])
+        self.episode_count = int(p["episode_count"])
+        self.max_messages = int(p["max_messages"])
+        self.storage = str(p["storage"])
+        self.record_on_activate = bool(p["record_on_activate"])
+        self.exit_when_done = bool(p["exit_when_done"])
+        self.flush_period = float(p["flush_period"])
+        self.episode_index = self._first_free_index()
+        self.configured = True
+        self.get_logger().info(f"configured: recording {self.topics} to {self.output_dir} ({self.storage})")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self._activity.append(self.create_timer(0.2, self._discover))
+        self._activity.append(self.create_timer(0.05, self._check_episode))
+        if self.flush_period > 0:
+            self._activity.append(self.create_timer(self.flush_period, self._flush))
         self._discover()
-        if autostart:
+        if self.record_on_activate:
             self.start_episode()
-        self.get_logger().info(f"recording {self.topics} to {self.output_dir} ({self.storage})")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._stop_recording()
+        self.get_logger().info("inactive: subscriptions closed, episode closed")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self.configured = False
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._stop_recording()
+        self.configured = False
+        request_exit(self, self.exit_code)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self._stop_recording()
+        self.configured = False
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_recording(self) -> None:
+        """Take what DDS already holds for us, close the episode, unsubscribe (nothing received is lost)."""
+        self._drain()
+        for t in self._activity:
+            self.destroy_timer(t)
+        self._activity = []
+        with self.lock:
+            if self.episode is not None:
+                self.stop_episode(exit_when_done=False)
+            for sub in self.subs.values():
+                self.destroy_subscription(sub)
+            self.subs = {}
+
+    def _drain(self) -> None:
+        for topic, sub in list(self.subs.items()):
+            try:
+                with sub.handle:
+                    while True:
+                        taken = sub.handle.take_message(sub.msg_type, sub.raw)
+                        if taken is None:
+                            break
+                        self._on_message(topic, taken[0])
+            except Exception as exc:  # noqa: BLE001 - a destroyed handle: nothing left to take
+                self.throttle.warn(f"drain/{topic}", f"could not drain {topic}: {exc}")
+
+    # ------------------------------------------------------------------ parameters
+    def _validate_parameters(self, params):
+        from rcl_interfaces.msg import SetParametersResult
+
+        configured = state_label(self) != "unconfigured"
+        for prm in params:
+            reason = PARAMS.check_change(prm.name, prm.value, configured)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _queue_parameters(self, params) -> None:
+        with self._pending_lock:
+            for prm in params:
+                if prm.name in PARAMS and PARAMS[prm.name].live:
+                    self._pending[prm.name] = prm.value
+
+    def _apply_pending(self) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        for name, value in pending.items():
+            setattr(self, name, value)
+        if pending:
+            self.get_logger().info("parameters applied: " + ", ".join(f"{k}={v!r}" for k, v in pending.items()))
+
+    # ------------------------------------------------------------------ diagnostics
+    def _diagnose(self, r) -> None:
+        state = state_label(self)
+        r.add("state", state)
+        failures, self._reported_failures = self.write_failures - self._reported_failures, self.write_failures
+        ep = self.episode
+        if ep is None:
+            r.set(STALE, f"{state}: not recording")
+        elif failures:
+            r.set(WARN, f"{failures} messages could not be written since the last report")
+        else:
+            r.set(OK, f"recording {ep.path}")
+        r.add("episode", "" if ep is None else str(ep.path))
+        r.add("episode messages", 0 if ep is None else ep.count)
+        r.add("episodes done", self.episodes_done)
+        for topic in getattr(self, "topics", []):
+            r.add(f"{topic} written", self.written.get(topic, 0))
+            r.add(f"{topic} dropped", self.dropped.get(topic, 0))
 
     # ------------------------------------------------------------------ discovery
     def _discover(self) -> None:
@@ -168,16 +303,21 @@ class RecorderNode(Node):
         with self.lock:
             ep = self.episode
             if ep is None:
+                self.dropped[topic] = self.dropped.get(topic, 0) + 1
                 return
             try:
                 ep.write(topic, self.types[topic], self._now_ns(), data)
             except Exception as exc:  # noqa: BLE001 - a bad message must not kill the recorder
+                self.dropped[topic] = self.dropped.get(topic, 0) + 1
+                self.write_failures += 1
                 self.throttle.warn(f"write/{topic}", f"failed to write a {topic} message: {exc}")
                 return
+            self.written[topic] = self.written.get(topic, 0) + 1
             if self.max_messages and ep.count >= self.max_messages:
                 self.split_episode()
 
     def _check_episode(self) -> None:
+        self._apply_pending()
         with self.lock:
             if self.episode is None or not self.episode_duration:
                 return
@@ -204,6 +344,8 @@ class RecorderNode(Node):
 
     def start_episode(self) -> str:
         with self.lock:
+            if state_label(self) not in ("active", "activating"):
+                return f"{NODE_NAME} is {state_label(self)}: activate it to record"
             if self.episode is not None:
                 return f"already recording {self.episode.path}"
             if self.episode_count and self.episodes_done >= self.episode_count:
@@ -219,7 +361,7 @@ class RecorderNode(Node):
             self.status_pub.publish(self._String(data=f"recording {path}"))
             return f"recording {path}"
 
-    def stop_episode(self) -> str:
+    def stop_episode(self, exit_when_done: bool = True) -> str:
         with self.lock:
             ep = self.episode
             if ep is None:
@@ -233,7 +375,8 @@ class RecorderNode(Node):
                 self.status_pub.publish(self._String(data=text))
             except Exception:  # noqa: BLE001 - context may be shutting down
                 pass
-            if self.episode_count and self.episodes_done >= self.episode_count and self.exit_when_done:
+            if self.episode_count and self.episodes_done >= self.episode_count and self.exit_when_done \
+                    and exit_when_done:
                 self.get_logger().info(f"{self.episodes_done} episode(s) recorded; exiting")
                 request_exit(self, 0)
             return text
@@ -260,6 +403,7 @@ class RecorderNode(Node):
 
     def close(self) -> None:
         """Called after spinning ends (signal or exit): close the open episode."""
+        self._drain()
         with self.lock:
             ep = self.episode
             self.episode = None
@@ -269,7 +413,7 @@ class RecorderNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(RecorderNode, args)
+    return run_node(RecorderNode, args, params=PARAMS, prog="python -m pvrnn_ros.ros.recorder_node")
 
 
 if __name__ == "__main__":

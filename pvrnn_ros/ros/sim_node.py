@@ -6,6 +6,9 @@ Per robot prefix p (robot name r = p without the trailing "_", e.g. "teacher"):
              r/<controller>/joint_trajectory      trajectory_msgs/JointTrajectory (by joint name)
   /clock (rosgraph_msgs/Clock) from sim time when `publish_clock` (default: = use_sim_time).
   ~/reset: std_srvs/Trigger service (when std_srvs is installed) and std_msgs/Empty topic.
+  /diagnostics (diagnostic_msgs/DiagnosticArray, 1 Hz): "sim_node: simulation", the measured
+  real-time factor (WARN below 0.9 x the requested one).
+Not a managed node: it stands in for the robot's driver, which is up whenever the robot is.
 
 Pacing: a wall timer; every tick the sim advances by the wall time elapsed x real_time_factor
 (accumulated, so there is no drift), at most `max_steps_per_tick` control steps.
@@ -19,10 +22,29 @@ import numpy as np
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from .common import HAVE_STD_SRVS, Throttle, param, run_node
+from .common import HAVE_STD_SRVS, Throttle, param, run_node  # noqa: F401 - param: the issue-15 declarations
+from .diagnostics import DiagnosticsUpdater, rtf_health
+from .params import Param, ParamTable
 from .conversions import TrajectoryFollower, make_joint_state, robot_name, sec_to_stamp, trajectory_points
 
 NODE_NAME = "sim_node"
+
+PARAMS = ParamTable(NODE_NAME, [
+    Param("scene", "teacher_learner", "bundled scene name or MJCF path", read_only=True),
+    Param("robots", ["teacher_", "learner_"], "joint-name prefixes, one per robot ('' = whole model)", read_only=True),
+    Param("publish_rate", 50.0, "joint_states rate in Hz of sim time", low=0.001, high=10000.0, read_only=True),
+    Param("real_time_factor", 1.0, "sim speed vs wall clock; 0 = as fast as possible", low=0.0, high=1000.0,
+          read_only=True),
+    Param("control_dt", 0.02, "control step (s), a multiple of the physics step", low=1e-6, high=10.0,
+          read_only=True),
+    Param("controller", "forward_position_controller", "controller name in command topics", read_only=True),
+    Param("joints", [""], "command joint order (short names); [''] = model order", read_only=True),
+    Param("publish_clock", "auto", "publish /clock: true, false or auto (= use_sim_time)",
+          choices=("auto", "true", "false"), read_only=True),
+    Param("max_steps_per_tick", 50, "cap on control steps per timer tick", low=1, high=100000, read_only=True),
+    Param("seed", 0, "reset noise seed", read_only=True),
+    Param("init_noise", 0.0, "uniform noise (rad) on reset positions", low=0.0, high=10.0, read_only=True),
+])
 
 
 class _Robot:
@@ -42,17 +64,21 @@ class SimNode(Node):
         from pvrnn_ros.sim.arm_sim import ArmSim
         from pvrnn_ros.sim.scenes import SCENES, scene_path
 
-        scene = param(self, "scene", "teacher_learner", "bundled scene name or MJCF path")
-        robots = param(self, "robots", ["teacher_", "learner_"], "joint-name prefixes, one per robot ('' = whole model)")
-        self.publish_rate = float(param(self, "publish_rate", 50.0, "joint_states rate in Hz of sim time"))
-        self.rtf = float(param(self, "real_time_factor", 1.0, "sim speed vs wall clock; 0 = as fast as possible"))
-        control_dt = float(param(self, "control_dt", 0.02, "control step (s), a multiple of the physics step"))
-        controller = param(self, "controller", "forward_position_controller", "controller name in command topics")
-        joints = param(self, "joints", [""], "command joint order (short names); [''] = model order")
-        publish_clock = param(self, "publish_clock", "auto", "publish /clock: true, false or auto (= use_sim_time)")
-        self.max_steps = int(param(self, "max_steps_per_tick", 50, "cap on control steps per timer tick"))
-        seed = int(param(self, "seed", 0, "reset noise seed"))
-        init_noise = float(param(self, "init_noise", 0.0, "uniform noise (rad) on reset positions"))
+        p = PARAMS.declare(self)
+        problems = PARAMS.check_all(p)
+        if problems:
+            raise ValueError("; ".join(problems))
+        scene = p["scene"]
+        robots = p["robots"]
+        self.publish_rate = float(p["publish_rate"])
+        self.rtf = float(p["real_time_factor"])
+        control_dt = float(p["control_dt"])
+        controller = p["controller"]
+        joints = p["joints"]
+        publish_clock = p["publish_clock"]
+        self.max_steps = int(p["max_steps_per_tick"])
+        seed = int(p["seed"])
+        init_noise = float(p["init_noise"])
         self.throttle = Throttle(self.get_logger())
 
         path = str(scene_path(scene)) if scene in SCENES else scene
@@ -110,6 +136,19 @@ class SimNode(Node):
             f"scene {path}: robots {[r.name or '<root>' for r in self.robots]}, control_dt {self.sim.control_dt:g} s, "
             f"publish {self.publish_rate:g} Hz, real_time_factor {self.rtf:g}, /clock {self.publish_clock}")
         self._publish()
+        self._rtf_mark = (time.monotonic(), self.sim.time)
+        self.diagnostics = DiagnosticsUpdater(self)  # stamps: node clock (sim time under use_sim_time)
+        self.diagnostics.add("simulation", self._diagnose)
+
+    def _diagnose(self, r) -> None:
+        """/diagnostics "sim_node: simulation": the real-time factor since the previous report."""
+        wall, sim_t = time.monotonic(), self.sim.time
+        (w0, s0), self._rtf_mark = self._rtf_mark, (wall, sim_t)
+        level, message, measured = rtf_health(sim_t - s0, wall - w0, self.rtf)
+        r.set(level, message)
+        r.add("real-time factor", measured)
+        r.add("requested real-time factor", self.rtf)
+        r.add("sim time (s)", sim_t)
 
     # ------------------------------------------------------------------ callbacks
     def _on_commands(self, robot: _Robot, msg) -> None:
@@ -209,7 +248,7 @@ def _JointTrajectory():
 
 
 def main(args=None) -> int:
-    return run_node(SimNode, args)
+    return run_node(SimNode, args, params=PARAMS, prog="python -m pvrnn_ros.ros.sim_node")
 
 
 if __name__ == "__main__":

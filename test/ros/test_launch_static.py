@@ -47,13 +47,19 @@ def test_every_launch_file_names_existing_executables_and_params():
 
 
 def test_params_files_only_declared_parameters():
-    """Every key in a params file is declared by its node (catches typos that ROS ignores)."""
+    """Every key in a params file is declared by its node (catches typos that ROS ignores), and its value
+    passes the node's own check."""
+    import importlib
     import re
 
     for graph in GRAPHS.values():
         for spec in graph:
             src = (REPO / "pvrnn_ros" / "ros" / f"{spec.executable}.py").read_text()
-            declared = set(re.findall(r'param\(self, "([a-z_]+)"', src)) | {"use_sim_time"}
+            table = importlib.import_module(f"pvrnn_ros.ros.{spec.executable}").PARAMS
+            # the table, plus any declaration still made with common.param()
+            declared = set(table.names()) | set(re.findall(r'param\(self, "([a-z_]+)"', src)) | {"use_sim_time"}
             data = yaml.safe_load((REPO / "config" / spec.params).read_text())[spec.name]["ros__parameters"]
             unknown = set(data) - declared
             assert not unknown, f"{spec.params}: {spec.name} does not declare {sorted(unknown)}"
+            bad = table.check_all({k: v for k, v in data.items() if k in table})
+            assert not bad, f"{spec.params}: {bad}"
