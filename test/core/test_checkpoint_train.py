@@ -91,8 +91,15 @@ def test_ctrl_c_saves_then_resume_finishes(tmp_path):
            "--out", str(out), "--epochs", "100000", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        time.sleep(6.0)  # imports + some epochs
-        assert proc.poll() is None, proc.stdout.read()
+        # wait until training has started (imports take long on a busy machine), then some epochs
+        seen = []
+        while True:
+            line = proc.stdout.readline()
+            seen.append(line)
+            if not line or "demonstrations from" in line:
+                break
+        time.sleep(2.0)
+        assert proc.poll() is None, "".join(seen) + proc.stdout.read()
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
     finally:
