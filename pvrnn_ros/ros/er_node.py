@@ -21,6 +21,17 @@ Publishes (reliable, volatile, depth 10; lifecycle publishers: nothing while ina
   pvrnn/free_energy   std_msgs/Float64MultiArray [free energy, reconstruction error, KL per layer...]
   pvrnn/tick_latency  std_msgs/Float64, ms per ER tick
   pvrnn/deadline_misses std_msgs/UInt64, ticks skipped because the previous one was still running
+  pvrnn/recognition   (models with a categorical modality, e.g. `task`) sensor_msgs/JointState, one
+                      per categorical modality per tick: name = its class names, position = their
+                      probabilities at the newest step (inferred: the modality is never observed here),
+                      header.stamp = stamp of the observation it answers, header.frame_id =
+                      "recognition/<modality>". Why JointState: the standard type for labelled
+                      classes, vision_msgs/Classification, is not available as a wheel or in rosbags'
+                      type store; JointState is the stock message that carries a stamp, names and a
+                      float per name, and every plotting tool (Foxglove, PlotJuggler) plots it by name.
+  pvrnn/prediction/<modality> (continuous modalities, e.g. `end_effector`) geometry_msgs/PoseArray
+                      of the next P predicted points (x, y, z; identity orientation) for 3-component
+                      ones, else std_msgs/Float64MultiArray [P, k]; stamped like pvrnn/prediction
   <command_topic>     (imitate/generate; reliable, depth 10) std_msgs/Float64MultiArray in `joints`
                       order, or a one-point JointTrajectory when command_type = trajectory
   /diagnostics        diagnostic_msgs/DiagnosticArray at 1 Hz: "er_node: error regression" (tick
@@ -293,6 +304,7 @@ class ERNode(LifecycleNode):
         self.lat_pub = self.create_lifecycle_publisher(Float64, "pvrnn/tick_latency", reliable)
         self.miss_pub = self.create_lifecycle_publisher(UInt64, "pvrnn/deadline_misses", reliable)
         self._Float64, self._UInt64 = Float64, UInt64
+        self._modality_publishers(reliable)
         self.cmd_pub = None
         self.command_topic = self.feedback_topic = ""
         self._worker.start()
@@ -398,11 +410,14 @@ class ERNode(LifecycleNode):
         if worker is not None and worker.is_alive():
             self._stop_worker()
             self._log_summary()
-        for name in ("pred_pub", "fe_pub", "lat_pub", "miss_pub"):
+        for name in ("pred_pub", "fe_pub", "lat_pub", "miss_pub", "recognition_pub"):
             pub = getattr(self, name, None)
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
                 setattr(self, name, None)
+        for pub in getattr(self, "modality_pubs", {}).values():
+            self.destroy_lifecycle_publisher(pub)
+        self.modality_pubs = {}
         if getattr(self, "cmd_pub", None) is not None:
             self._close_command_endpoints()
         self.er = None
@@ -618,6 +633,49 @@ class ERNode(LifecycleNode):
         self.throttle.warn("miss", f"ER tick took {ms:.0f} ms, over the {1e3 * self.dt:.0f} ms period: "
                            f"{total} deadline misses so far")
 
+    def _modality_publishers(self, qos) -> None:
+        """Recognition and per-modality predictions, for models with modalities (see docstring)."""
+        from geometry_msgs.msg import PoseArray
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray
+
+        self.recognition_pub = None
+        self.modality_pubs = {}
+        for mod in self.trained.layout.modalities:
+            if mod.kind == "categorical":
+                if self.recognition_pub is None:
+                    self.recognition_pub = self.create_lifecycle_publisher(JointState, "pvrnn/recognition", qos)
+                continue
+            kind = PoseArray if mod.width == 3 else Float64MultiArray
+            self.modality_pubs[mod.name] = self.create_lifecycle_publisher(kind, f"pvrnn/prediction/{mod.name}", qos)
+        self._JointState, self._PoseArray = JointState, PoseArray
+
+    def _publish_modalities(self, stamp: float, tick) -> None:
+        from geometry_msgs.msg import Pose
+
+        for name, est in tick.modalities.items():
+            if est.kind == "categorical":
+                msg = self._JointState()
+                msg.header.stamp = sec_to_stamp(stamp)
+                msg.header.frame_id = f"recognition/{name}"
+                msg.name = list(est.components)
+                msg.position = [float(p) for p in est.current]
+                self.recognition_pub.publish(msg)
+                continue
+            pub = self.modality_pubs.get(name)
+            if pub is None:
+                continue
+            if est.prediction.shape[1] == 3:
+                msg = self._PoseArray()
+                msg.header.stamp = sec_to_stamp(stamp)
+                for x, y, z in est.prediction:
+                    pose = Pose()
+                    pose.position.x, pose.position.y, pose.position.z = float(x), float(y), float(z)
+                    msg.poses.append(pose)
+            else:
+                msg = float64_multiarray(est.prediction.reshape(-1))
+            pub.publish(msg)
+
     def _publish_tick(self, now: float, stamp: float, obs: np.ndarray, tick, ms: float) -> None:
         """Everything one ER tick publishes (worker thread)."""
         self.lat_pub.publish(self._Float64(data=ms))
@@ -627,6 +685,7 @@ class ERNode(LifecycleNode):
             return
         pred = np.asarray(tick.prediction)
         self.pred_pub.publish(make_trajectory(self.names, pred, self.dt, sec_to_stamp(stamp)))
+        self._publish_modalities(stamp, tick)
         with self.lock:
             self.prediction = _Prediction(now, stamp, np.where(np.isfinite(obs), obs, pred[0]), pred)
         if self.ticks % max(1, int(10 * self.rate)) == 0:
