@@ -68,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     domain = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 200
-    progress = not args.no_progress
+    from ._common import show_progress
+
+    progress = show_progress(args.no_progress)
     timings: dict[str, float] = {}
     t_start = time.monotonic()
     print(f"pvrnn-ros demo -> {out}/  (ROS_DOMAIN_ID={domain}, DDS on localhost; "
@@ -169,13 +171,17 @@ def _train(out: Path, bags: list[Path], heldout: int, epochs: int, config: str |
     import torch
 
     from pvrnn_ros.core.config import Config
-    from pvrnn_ros.core.data import read_any
+    from pvrnn_ros.core.data import read_any, read_joint_types, select_joints
     from pvrnn_ros.core.train import train
 
     torch.set_num_threads(max(1, threads))
-    demos = [read_any(b, topic="/teacher/joint_states") for b in bags]
-    train_demos, test_demos = demos[:-heldout], demos[-heldout:]
     cfg = Config.load(config) if config else Config()
+    demos = [read_any(b, topic="/teacher/joint_states") for b in bags]
+    chosen = select_joints(demos[0].joint_names, cfg.data.joints, read_joint_types(bags[0], "/teacher/joint_states"))
+    for note in chosen.notes:
+        print(f"  note: {note}")
+    demos = [d.select(chosen.names) for d in demos]
+    train_demos, test_demos = demos[:-heldout], demos[-heldout:]
     cfg.train.threads = max(1, threads)
     print(f"  train on {[d.name for d in train_demos]}, hold out {[d.name for d in test_demos]}; "
           f"joints {train_demos[0].joint_names}; model rate {cfg.data.rate_hz:g} Hz")

@@ -72,11 +72,25 @@ class DataConfig:
     rate_hz: float = 10.0  # model rate: demonstrations are resampled to it
     scale: float = 0.8  # per-joint min/max maps to [-scale, scale]
     margin: float = 0.0  # widen each joint's range by this fraction before scaling
+    # joints to learn, by name; None = every revolute joint (prismatic ones only when listed here)
+    joints: list[str] | None = None
 
     def validate(self, key: str = "data") -> None:
         _require(self.rate_hz > 0 and math.isfinite(self.rate_hz), f"{key}.rate_hz", self.rate_hz, "a rate > 0 Hz")
         _require(0 < self.scale < 1, f"{key}.scale", self.scale, "a value in (0, 1)")
         _require(self.margin >= 0, f"{key}.margin", self.margin, "a fraction >= 0")
+        _validate_joint_list(self.joints, f"{key}.joints")
+
+
+def _validate_joint_list(joints: list[str] | None, key: str) -> None:
+    """`data.joints`: None, or a non-empty list of distinct, non-empty joint names."""
+    if joints is None:
+        return
+    _require(len(joints) > 0, key, joints, "a non-empty list of joint names, or null for every revolute joint")
+    for i, name in enumerate(joints):
+        _require(isinstance(name, str) and name.strip() != "", f"{key}[{i}]", name, "a joint name")
+    dup = sorted({j for j in joints if joints.count(j) > 1})
+    _require(not dup, key, joints, f"distinct joint names (repeated: {dup})")
 
 
 @dataclass
