@@ -33,7 +33,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="demonstrator seed (imitation uses seed + 1000)")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: from the pid)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (never shown when stderr "
+                        "is not a terminal)")
+    parser.add_argument("--scene", default="teacher_learner",
+                        help="the bundled teacher_learner scene, or the MJCF file of ONE robot: it is attached "
+                             "twice at run time (teacher_ and learner_ copies; see docs/own_robot.md)")
+    parser.add_argument("--position-kp", type=float, default=0.0,
+                        help="with --scene FILE: position servo gain for joints no actuator drives (0 = none)")
+    parser.add_argument("--end-effector-site", default="auto",
+                        help="site published as <robot>/end_effector (auto: a site named end_effector)")
+    parser.add_argument("--lead", default=None,
+                        help="er_node lead in s, or 'auto' (the teacher servo's lag measured on the recordings); "
+                             "default: auto with --scene FILE, else config/imitate_params.yaml's")
+    parser.add_argument("--max-step", default=None,
+                        help="er_node max_step per command, or 'auto' (2 x the fastest demonstrated change); "
+                             "default: auto with --scene FILE, else config/imitate_params.yaml's")
 
 
 class _Stage:
@@ -81,8 +95,10 @@ def run(args: argparse.Namespace) -> int:
     env = ros_env(domain)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
+    scene = _scene_overrides(args)
     with _Stage(timings, "record", f"1/5 record {episodes} demonstrations (sim x{args.rtf:g} real time)"):
-        bags = _record(out, env, episodes, duration, args.rtf, args.seed, progress)
+        bags = _record(out, env, episodes, duration, args.rtf, args.seed, progress, scene)
+    imitation = _imitation_overrides(args, bags[:-heldout])
     with _Stage(timings, "train", f"2/5 train the PV-RNN ({epochs} epochs)"):
         trained, train_demos, test_demos = _train(out, bags, heldout, epochs, args.config, args.threads, progress)
     with _Stage(timings, "evaluate", f"3/5 evaluate ER vs baselines on {heldout} held-out episode(s)"):
@@ -90,18 +106,86 @@ def run(args: argparse.Namespace) -> int:
 
         metrics = evaluate(trained, test_demos, out / "eval", progress=progress, gru_budget_s=gru_budget)
     with _Stage(timings, "imitate", f"4/5 live ER imitation in the sim ({imitate_s:g} s, real time)"):
-        live = _imitate(out, env, domain, imitate_s, args.seed + 1000, progress)
+        live = _imitate(out, env, domain, imitate_s, args.seed + 1000, progress, scene + imitation)
     with _Stage(timings, "report", "5/5 report"):
         timings["total"] = time.monotonic() - t_start
         report = _report(out, trained, metrics, live, timings, dict(episodes=episodes, heldout=heldout,
-                         duration=duration, epochs=epochs, rtf=args.rtf, imitate_s=imitate_s, domain=domain))
+                         duration=duration, epochs=epochs, rtf=args.rtf, imitate_s=imitate_s, domain=domain,
+                         scene=args.scene, overrides=scene + imitation))
     total = time.monotonic() - t_start
     print(f"\ndemo done in {total:.0f} s; report: {report}")
     return 0
 
 
 # ----------------------------------------------------------------------------- 1. record
-def _record(out: Path, env: dict, episodes: int, duration: float, rtf: float, seed: int, progress: bool) -> list[Path]:
+def _scene_overrides(args) -> list[str]:
+    """Node parameters that put the user's robot in both graphs (nothing for the bundled scene)."""
+    if args.scene == "teacher_learner":
+        return [f"sim_node.end_effector_site:={args.end_effector_site}"] if args.end_effector_site != "auto" else []
+    path = Path(args.scene)
+    if not path.is_file():
+        raise SystemExit(f"pvrnn-ros demo: error: --scene {args.scene!r} is neither 'teacher_learner' nor an MJCF file")
+    path = path.resolve()
+    return [f"sim_node.scene:={path}", "sim_node.pair:=['teacher_', 'learner_']",
+            f"sim_node.position_kp:={float(args.position_kp)}", f"sim_node.end_effector_site:={args.end_effector_site}",
+            f"demonstrator_node.scene:={path}"]
+
+
+def _imitation_overrides(args, bags: list[Path]) -> list[str]:
+    """er_node lead / max_step: given, or measured on the training recordings ('auto')."""
+    own_robot = args.scene != "teacher_learner"
+    lead = args.lead if args.lead is not None else ("auto" if own_robot else None)
+    step = args.max_step if args.max_step is not None else ("auto" if own_robot else None)
+    out = []
+    if "auto" in (lead, step):
+        from pvrnn_ros.sim.tuning import suggest_imitation_settings
+
+        commands, measured = _teacher_streams(bags)
+        tuned = suggest_imitation_settings(commands, measured, command_rate=50.0)
+        print(f"  imitation settings from the recordings: {tuned.notes}")
+        lead = f"{tuned.lead:.3f}" if lead == "auto" else lead
+        step = f"{tuned.max_step:.4f}" if step == "auto" else step
+    if lead is not None:
+        out.append(f"er_node.lead:={float(lead)}")
+    if step is not None:
+        out.append(f"er_node.max_step:={float(step)}")
+    return out
+
+
+def _teacher_streams(bags: list[Path]):
+    """Per bag: (times, commands) of /teacher/forward_position_controller/commands (bag time) and
+    (times, positions) of the same joints from /teacher/joint_states (header stamps, same clock)."""
+    import numpy as np
+    from rosbags.highlevel import AnyReader
+
+    from pvrnn_ros.core.data import read_joint_types
+
+    commands, measured = [], []
+    for bag in bags:
+        types = read_joint_types(bag, "/teacher/joint_states") or {}
+        ct, cq, mt, mq, names = [], [], [], [], None
+        with AnyReader([bag]) as reader:
+            for conn, stamp, raw in reader.messages():
+                if conn.topic == "/teacher/forward_position_controller/commands":
+                    ct.append(stamp * 1e-9)
+                    cq.append(np.asarray(reader.deserialize(raw, conn.msgtype).data, dtype=float))
+                elif conn.topic == "/teacher/joint_states":
+                    msg = reader.deserialize(raw, conn.msgtype)
+                    if names is None:  # the demonstrator commands the rotary joints, in model order
+                        names = [n for n in msg.name if types.get(n, "revolute") != "prismatic"]
+                    pos = dict(zip(msg.name, msg.position))
+                    mt.append(msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)
+                    mq.append([pos[n] for n in names])
+        if not ct or not mt:
+            raise RuntimeError(f"{bag}: no teacher commands or joint states recorded; cannot measure the servo lag "
+                               "(give --lead and --max-step)")
+        commands.append((np.asarray(ct), np.stack(cq)))
+        measured.append((np.asarray(mt), np.asarray(mq)))
+    return commands, measured
+
+
+def _record(out: Path, env: dict, episodes: int, duration: float, rtf: float, seed: int, progress: bool,
+            scene: list[str]) -> list[Path]:
     from tqdm.auto import tqdm
 
     from pvrnn_ros.bringup import Bringup
@@ -113,7 +197,7 @@ def _record(out: Path, env: dict, episodes: int, duration: float, rtf: float, se
         f"recorder_node.episode_duration:={duration}",
         f"sim_node.real_time_factor:={rtf}",
         f"demonstrator_node.seed:={seed}",
-    ], env=env)
+    ] + scene, env=env)
     procs = up.start()
     for p in procs:
         print(f"  {p.spec.name}: log {p.log}")
@@ -249,14 +333,15 @@ class _Monitor:
         self.ctx.try_shutdown()
 
 
-def _imitate(out: Path, env: dict, domain: int, seconds: float, seed: int, progress: bool) -> dict:
+def _imitate(out: Path, env: dict, domain: int, seconds: float, seed: int, progress: bool,
+             overrides: list[str]) -> dict:
     from tqdm.auto import tqdm
 
     from pvrnn_ros.bringup import Bringup
 
     model = (out / "model" / "model.pt").resolve()
     up = Bringup("imitate", out / "logs" / "imitate", [
-        f"er_node.model_path:={model}", f"demonstrator_node.seed:={seed}"], env=env)
+        f"er_node.model_path:={model}", f"demonstrator_node.seed:={seed}"] + overrides, env=env)
     mon = _Monitor(domain)
     procs = up.start()
     for p in procs:
@@ -301,7 +386,8 @@ def _report(out: Path, trained, metrics: dict, live: dict, timings: dict, settin
     lines = ["# pvrnn-ros demo report", ""]
     lines += [f"Settings: {settings['episodes']} episodes x {settings['duration']:g} s recorded at "
               f"{settings['rtf']:g}x real time ({settings['heldout']} held out), {settings['epochs']} training epochs, "
-              f"{settings['imitate_s']:g} s live imitation; ROS_DOMAIN_ID {settings['domain']} on localhost.", ""]
+              f"{settings['imitate_s']:g} s live imitation; ROS_DOMAIN_ID {settings['domain']} on localhost. "
+              f"Scene: {settings['scene']}; overrides: {' '.join(settings['overrides']) or 'none'}.", ""]
     lines += ["| stage | wall time |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} s |" for k, v in timings.items()]
     lines += ["", "Data: `bags/` (rosbag2 MCAP, one directory per episode); model: `model/model.pt` "
@@ -317,6 +403,7 @@ def _report(out: Path, trained, metrics: dict, live: dict, timings: dict, settin
     # tracking
     lines += ["## Live imitation: the learner follows the teacher", ""]
     teacher, learner = d["teacher"], d["learner"]
+    tracking = {}
     if teacher and learner:
         tt = np.array([t for t, _ in teacher]) - t0
         tq = np.array([v for _, v in teacher])
@@ -332,6 +419,9 @@ def _report(out: Path, trained, metrics: dict, live: dict, timings: dict, settin
             m = ok & (tt - lag >= tt[0])
             lag_rmse[lag] = float(np.sqrt(np.mean((delayed[m] - tq[m]) ** 2)))
         best_lag = _best_lag(tt, tq, lq_on_t, ok)
+        tracking = {"rmse": rmse, "delayed_copy_rmse": {f"{k:g}": v for k, v in lag_rmse.items()},
+                    "ratio_to_delayed_copy_0.1s": rmse / lag_rmse[0.1] if lag_rmse[0.1] > 0 else float("nan"),
+                    "best_lag_s": best_lag, "samples": int(ok.sum()), "joints": names}
         lines += [f"Tracking RMSE learner vs teacher: **{rmse:.4f} rad** (all joints, {ok.sum()} samples). "
                   f"Reference: a perfect copy delayed by 0.1/0.2/0.3/0.5 s would score "
                   + "/".join(f"{v:.4f}" for v in lag_rmse.values())
@@ -402,8 +492,11 @@ def _report(out: Path, trained, metrics: dict, live: dict, timings: dict, settin
         if live.get("er_summary"):
             lines += [f"er_node's own summary (whole run): `{live['er_summary']}`", ""]
         lines += ["![latency](latency.png)", ""]
-    (out / "live_summary.json").write_text(json.dumps({"latency": lat_stats, "timings": timings,
+    (out / "live_summary.json").write_text(json.dumps({"latency": lat_stats, "timings": timings, "tracking": tracking,
                                                        "exit_codes": live["exit_codes"]}, indent=2))
+    if tracking:
+        print(f"tracking RMSE {tracking['rmse']:.4f} (joint units) vs a perfect copy delayed by 0.1 s "
+              f"{tracking['delayed_copy_rmse']['0.1']:.4f}: ratio {tracking['ratio_to_delayed_copy_0.1s']:.2f}")
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

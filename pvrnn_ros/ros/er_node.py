@@ -41,6 +41,7 @@ from .safety import SafetyFilter, limits_with_margin
 
 NODE_NAME = "er_node"
 MODES = ("observe", "imitate", "generate")
+FEEDBACK_WARN_S = 3.0  # s without feedback while commanding before a WARN names the JointState topics
 
 
 class _Prediction:
@@ -169,6 +170,8 @@ class ERNode(Node):
             cmd_type = JointTrajectory if self.command_type == "trajectory" else Float64MultiArray
             self.cmd_pub = self.create_publisher(cmd_type, command_topic, 10)
             self.create_subscription(JointState, feedback_topic, self._on_feedback, 10)
+            self.feedback_topic = feedback_topic
+            self._feedback_wait_since: float | None = None
             self.create_timer(1.0 / self.command_rate, self._command)
         self.create_timer(self.dt, self._tick)
         self._worker.start()
@@ -332,6 +335,7 @@ class ERNode(Node):
         if not self.safety.ready:
             if self.feedback is None:
                 self.throttle.info("fb", "waiting for the commanded robot's joint states before commanding")
+                self._warn_missing_feedback()
                 return
             self.safety.seed(self.feedback)
         now = self._now()
@@ -350,6 +354,21 @@ class ERNode(Node):
             target = np.array([target_model[c] if c is not None else np.nan for c in self.cmd_cols])
             cmd = self.safety.filter(target)
         self._publish_command(cmd)
+
+    def _warn_missing_feedback(self) -> None:
+        """A wrong feedback_topic never commands: say so after FEEDBACK_WARN_S, naming the topics that
+        do carry JointState (the usual fix is one of them)."""
+        now = time.monotonic()
+        if self._feedback_wait_since is None:
+            self._feedback_wait_since = now
+        waited = now - self._feedback_wait_since
+        if waited < FEEDBACK_WARN_S:
+            return
+        carrying = sorted(name for name, types in self.get_topic_names_and_types()
+                          if "sensor_msgs/msg/JointState" in types)
+        self.throttle.warn("fb_missing", f"no JointState on feedback_topic {self.feedback_topic!r} for {waited:.0f} s: "
+                           f"not commanding. Topics carrying JointState now: {carrying or 'none'}; "
+                           "set feedback_topic to the commanded robot's joint_states")
 
     def _publish_command(self, cmd: np.ndarray) -> None:
         if self.command_type == "trajectory":

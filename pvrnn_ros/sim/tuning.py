@@ -1,0 +1,79 @@
+"""Imitation settings derived from a robot's own recordings instead of the bundled arm's numbers.
+
+Pure numpy. Two figures matter when the ER node drives a position-controlled learner:
+
+- ``lead``: the learner's servo reaches a commanded position some time after the command. The
+  teacher has the same servos, so that lag is measured on the recordings: the shift that best
+  maps the teacher's commands onto its measured joints. Commanding the prediction ``lead`` seconds
+  ahead cancels it.
+- ``max_step``: the safety filter's cap per command. Too low and the learner cannot follow the
+  fastest demonstrated motion (it falls behind and overshoots); too high removes the guard. It is
+  set from the fastest per-command change seen in the demonstrations, with headroom.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ImitationSettings", "servo_lag", "max_step_for", "suggest_imitation_settings"]
+
+
+@dataclass
+class ImitationSettings:
+    lead: float  # s
+    max_step: float  # joint units per command
+    lag_rmse: float  # RMSE of the lag fit (joint units): how well one delay explains the servo
+    notes: str
+
+
+def servo_lag(cmd_t: np.ndarray, cmd_q: np.ndarray, meas_t: np.ndarray, meas_q: np.ndarray,
+              max_lag: float = 0.5, resolution: float = 0.01) -> tuple[float, float]:
+    """(lag in s, RMSE) of `meas_q` (measured, [N, D]) behind `cmd_q` (commanded, [M, D]).
+
+    Both on their own time stamps (same clock); the lag minimises the RMSE between the measured
+    joints and the commands delayed by it, over a grid of `resolution` s up to `max_lag`."""
+    cmd_t, meas_t = np.asarray(cmd_t, float), np.asarray(meas_t, float)
+    cmd_q, meas_q = np.atleast_2d(np.asarray(cmd_q, float)), np.atleast_2d(np.asarray(meas_q, float))
+    if cmd_q.shape[1] != meas_q.shape[1]:
+        raise ValueError(f"commands have {cmd_q.shape[1]} joints, measurements {meas_q.shape[1]}")
+    if len(cmd_t) < 2 or len(meas_t) < 2:
+        raise ValueError("need at least 2 commands and 2 measurements to estimate a lag")
+    best = (0.0, np.inf)
+    for lag in np.arange(0.0, max_lag + 1e-9, resolution):
+        ok = (meas_t - lag >= cmd_t[0]) & (meas_t - lag <= cmd_t[-1])
+        if ok.sum() < 2:
+            continue
+        delayed = np.stack([np.interp(meas_t[ok] - lag, cmd_t, cmd_q[:, j]) for j in range(cmd_q.shape[1])], 1)
+        err = float(np.sqrt(np.mean((delayed - meas_q[ok]) ** 2)))
+        if err < best[1]:
+            best = (float(lag), err)
+    return best
+
+
+def max_step_for(times: np.ndarray, q: np.ndarray, command_rate: float, headroom: float = 2.0,
+                 quantile: float = 99.9) -> float:
+    """`headroom` x the `quantile` (percent) of the per-command joint change in a demonstration."""
+    times, q = np.asarray(times, float), np.atleast_2d(np.asarray(q, float))
+    speed = np.abs(np.diff(q, axis=0)) / np.diff(times)[:, None]  # [T-1, D] units/s
+    return float(headroom * np.percentile(speed, quantile) / command_rate)
+
+
+def suggest_imitation_settings(commands: list[tuple[np.ndarray, np.ndarray]],
+                               measured: list[tuple[np.ndarray, np.ndarray]],
+                               command_rate: float) -> ImitationSettings:
+    """Lead and max_step from (times, commands) and (times, measured joints) of the same episodes."""
+    if not commands or len(commands) != len(measured):
+        raise ValueError(f"need commands and measurements of the same episodes, got {len(commands)} "
+                         f"and {len(measured)}")
+    lags, errs = [], []
+    for (ct, cq), (mt, mq) in zip(commands, measured):
+        lag, err = servo_lag(ct, cq, mt, mq)
+        lags.append(lag)
+        errs.append(err)
+    steps = [max_step_for(mt, mq, command_rate) for mt, mq in measured]
+    lead, step = float(np.median(lags)), float(max(steps))
+    return ImitationSettings(lead, step, float(np.median(errs)),
+                             f"servo lag {lead:.2f} s (median over {len(lags)} episodes, fit RMSE "
+                             f"{np.median(errs):.3g}); max_step {step:.3g} per command at {command_rate:g} Hz "
+                             f"(2 x the 99.9th percentile of the demonstrated speed)")
