@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (never shown when stderr "
                         "is not a terminal)")
+    parser.add_argument("--no-eval", action="store_true", help="skip stage 3 (offline ER evaluation vs baselines)")
+    parser.add_argument("--settle", type=float, default=2.0,
+                        help="s after the first prediction left out of the tracking RMSE (the learner moving from "
+                             "its own start pose to the teacher's); the RMSE with them is reported too")
     parser.add_argument("--scene", default="teacher_learner",
                         help="the bundled teacher_learner scene, or the MJCF file of ONE robot: it is attached "
                              "twice at run time (teacher_ and learner_ copies; see docs/own_robot.md)")
@@ -101,17 +105,19 @@ def run(args: argparse.Namespace) -> int:
     imitation = _imitation_overrides(args, bags[:-heldout])
     with _Stage(timings, "train", f"2/5 train the PV-RNN ({epochs} epochs)"):
         trained, train_demos, test_demos = _train(out, bags, heldout, epochs, args.config, args.threads, progress)
-    with _Stage(timings, "evaluate", f"3/5 evaluate ER vs baselines on {heldout} held-out episode(s)"):
-        from pvrnn_ros.core.evaluate import evaluate
+    metrics = {}
+    if not args.no_eval:
+        with _Stage(timings, "evaluate", f"3/5 evaluate ER vs baselines on {heldout} held-out episode(s)"):
+            from pvrnn_ros.core.evaluate import evaluate
 
-        metrics = evaluate(trained, test_demos, out / "eval", progress=progress, gru_budget_s=gru_budget)
+            metrics = evaluate(trained, test_demos, out / "eval", progress=progress, gru_budget_s=gru_budget)
     with _Stage(timings, "imitate", f"4/5 live ER imitation in the sim ({imitate_s:g} s, real time)"):
         live = _imitate(out, env, domain, imitate_s, args.seed + 1000, progress, scene + imitation)
     with _Stage(timings, "report", "5/5 report"):
         timings["total"] = time.monotonic() - t_start
         report = _report(out, trained, metrics, live, timings, dict(episodes=episodes, heldout=heldout,
                          duration=duration, epochs=epochs, rtf=args.rtf, imitate_s=imitate_s, domain=domain,
-                         scene=args.scene, overrides=scene + imitation))
+                         scene=args.scene, overrides=scene + imitation, settle=args.settle))
     total = time.monotonic() - t_start
     print(f"\ndemo done in {total:.0f} s; report: {report}")
     return 0
@@ -137,14 +143,21 @@ def _imitation_overrides(args, bags: list[Path]) -> list[str]:
     lead = args.lead if args.lead is not None else ("auto" if own_robot else None)
     step = args.max_step if args.max_step is not None else ("auto" if own_robot else None)
     out = []
-    if "auto" in (lead, step):
-        from pvrnn_ros.sim.tuning import suggest_imitation_settings
+    from pvrnn_ros.sim.tuning import suggest_imitation_settings
 
+    try:
         commands, measured = _teacher_streams(bags)
         tuned = suggest_imitation_settings(commands, measured, command_rate=50.0)
-        print(f"  imitation settings from the recordings: {tuned.notes}")
-        lead = f"{tuned.lead:.3f}" if lead == "auto" else lead
-        step = f"{tuned.max_step:.4f}" if step == "auto" else step
+    except RuntimeError as exc:
+        if "auto" in (lead, step):
+            raise
+        tuned = None
+        print(f"  (no automatic imitation settings: {exc})")
+    if tuned is not None:
+        print(f"  imitation settings measured on the recordings: {tuned.notes}"
+              + ("" if "auto" in (lead, step) else " (not used: the bundled arm keeps config/imitate_params.yaml's)"))
+    lead = f"{tuned.lead:.3f}" if lead == "auto" else lead
+    step = f"{tuned.max_step:.4f}" if step == "auto" else step
     if lead is not None:
         out.append(f"er_node.lead:={float(lead)}")
     if step is not None:
@@ -153,35 +166,9 @@ def _imitation_overrides(args, bags: list[Path]) -> list[str]:
 
 
 def _teacher_streams(bags: list[Path]):
-    """Per bag: (times, commands) of /teacher/forward_position_controller/commands (bag time) and
-    (times, positions) of the same joints from /teacher/joint_states (header stamps, same clock)."""
-    import numpy as np
-    from rosbags.highlevel import AnyReader
+    from pvrnn_ros.sim.tuning import command_streams
 
-    from pvrnn_ros.core.data import read_joint_types
-
-    commands, measured = [], []
-    for bag in bags:
-        types = read_joint_types(bag, "/teacher/joint_states") or {}
-        ct, cq, mt, mq, names = [], [], [], [], None
-        with AnyReader([bag]) as reader:
-            for conn, stamp, raw in reader.messages():
-                if conn.topic == "/teacher/forward_position_controller/commands":
-                    ct.append(stamp * 1e-9)
-                    cq.append(np.asarray(reader.deserialize(raw, conn.msgtype).data, dtype=float))
-                elif conn.topic == "/teacher/joint_states":
-                    msg = reader.deserialize(raw, conn.msgtype)
-                    if names is None:  # the demonstrator commands the rotary joints, in model order
-                        names = [n for n in msg.name if types.get(n, "revolute") != "prismatic"]
-                    pos = dict(zip(msg.name, msg.position))
-                    mt.append(msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)
-                    mq.append([pos[n] for n in names])
-        if not ct or not mt:
-            raise RuntimeError(f"{bag}: no teacher commands or joint states recorded; cannot measure the servo lag "
-                               "(give --lead and --max-step)")
-        commands.append((np.asarray(ct), np.stack(cq)))
-        measured.append((np.asarray(mt), np.asarray(mq)))
-    return commands, measured
+    return command_streams(bags, "/teacher/joint_states")
 
 
 def _record(out: Path, env: dict, episodes: int, duration: float, rtf: float, seed: int, progress: bool,
@@ -410,7 +397,12 @@ def _report(out: Path, trained, metrics: dict, live: dict, timings: dict, settin
         lt = np.array([t for t, _ in learner]) - t0
         lq = np.array([v for _, v in learner])
         lq_on_t = np.stack([np.interp(tt, lt, lq[:, j]) for j in range(lq.shape[1])], 1)
-        ok = (tt >= lt[0]) & (tt <= lt[-1])
+        np.savez(out / "live_tracking.npz", teacher_t=tt, teacher_q=tq, learner_t=lt, learner_q=lq,
+                 joint_names=np.array(names))
+        covered = (tt >= lt[0]) & (tt <= lt[-1])
+        rmse_all = float(np.sqrt(np.mean((lq_on_t[covered] - tq[covered]) ** 2)))
+        settle = float(settings.get("settle", 0.0))
+        ok = covered & (tt >= settle)
         rmse = float(np.sqrt(np.mean((lq_on_t[ok] - tq[ok]) ** 2)))
         # the same error for a learner that copied the teacher 0.1 .. 0.5 s late (what no prediction gives)
         lag_rmse = {}
@@ -419,10 +411,11 @@ def _report(out: Path, trained, metrics: dict, live: dict, timings: dict, settin
             m = ok & (tt - lag >= tt[0])
             lag_rmse[lag] = float(np.sqrt(np.mean((delayed[m] - tq[m]) ** 2)))
         best_lag = _best_lag(tt, tq, lq_on_t, ok)
-        tracking = {"rmse": rmse, "delayed_copy_rmse": {f"{k:g}": v for k, v in lag_rmse.items()},
+        tracking = {"rmse": rmse, "rmse_including_settle": rmse_all, "settle_s": settle, "delayed_copy_rmse": {f"{k:g}": v for k, v in lag_rmse.items()},
                     "ratio_to_delayed_copy_0.1s": rmse / lag_rmse[0.1] if lag_rmse[0.1] > 0 else float("nan"),
                     "best_lag_s": best_lag, "samples": int(ok.sum()), "joints": names}
-        lines += [f"Tracking RMSE learner vs teacher: **{rmse:.4f} rad** (all joints, {ok.sum()} samples). "
+        lines += [f"Tracking RMSE learner vs teacher: **{rmse:.4f} rad** (all joints, {ok.sum()} samples after "
+                  f"the first {settle:g} s; {rmse_all:.4f} with them). "
                   f"Reference: a perfect copy delayed by 0.1/0.2/0.3/0.5 s would score "
                   + "/".join(f"{v:.4f}" for v in lag_rmse.values())
                   + f" rad. Best-fit lag of the learner behind the teacher: {best_lag:+.2f} s.", ""]

@@ -62,6 +62,7 @@ def run(args) -> int:
             (out / "joints.json").write_text(json.dumps({"joints": chosen.names, "units": chosen.units}, indent=1))
             print(f"{len(demos)} demonstrations from {data}, joints: "
                   + ", ".join(f"{n} [{u}]" for n, u in units.items()))
+            _suggest_imitation(data, args.topic, out)
         elif args.config:
             print("--resume: the checkpoint's own config is used; --config is ignored")
         t0 = time.perf_counter()
@@ -75,6 +76,34 @@ def run(args) -> int:
     print(f"posterior reconstruction MSE {report['posterior_mse']:.3g} (normalised), "
           f"{report['epochs_per_s']:.1f} epochs/s, {report['sequence_steps_per_s']:.0f} sequence-steps/s")
     return 0
+
+
+def _suggest_imitation(data: Path, topic: str | None, out: Path) -> None:
+    """For recordings that hold the robot's commands next to its joint states (record_demos does):
+    print the er_node lead / max_step measured on them, and keep them in DIR/imitation.json."""
+    from pvrnn_ros.core.data import discover, is_rosbag
+
+    bags = [p for p in discover(data) if is_rosbag(p)]
+    if not bags:
+        return
+    try:
+        from pvrnn_ros.sim.tuning import command_streams, suggest_imitation_settings
+
+        if topic is None:
+            from rosbags.highlevel import AnyReader
+
+            with AnyReader([bags[0]]) as reader:
+                js = sorted({c.topic for c in reader.connections if c.msgtype == "sensor_msgs/msg/JointState"})
+            topic = js[0] if len(js) == 1 else None
+        if topic is None:
+            return
+        tuned = suggest_imitation_settings(*command_streams(bags, topic), command_rate=50.0)
+    except (RuntimeError, ValueError, ImportError):
+        return  # no commands recorded (e.g. a real robot's joint_states alone): nothing to suggest
+    (out / "imitation.json").write_text(json.dumps({"lead": tuned.lead, "max_step": tuned.max_step,
+                                                    "notes": tuned.notes}, indent=1))
+    print(f"imitation: {tuned.notes}; run er_node with lead:={tuned.lead:.3f} max_step:={tuned.max_step:.4f} "
+          f"(command_rate 50 Hz)")
 
 
 def _saved_units(out: Path) -> dict[str, str] | None:

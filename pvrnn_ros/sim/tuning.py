@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ImitationSettings", "servo_lag", "max_step_for", "suggest_imitation_settings"]
+__all__ = ["ImitationSettings", "servo_lag", "max_step_for", "suggest_imitation_settings", "command_streams"]
 
 
 @dataclass
@@ -77,3 +77,48 @@ def suggest_imitation_settings(commands: list[tuple[np.ndarray, np.ndarray]],
                              f"servo lag {lead:.2f} s (median over {len(lags)} episodes, fit RMSE "
                              f"{np.median(errs):.3g}); max_step {step:.3g} per command at {command_rate:g} Hz "
                              f"(2 x the 99.9th percentile of the demonstrated speed)")
+
+
+def command_streams(bags, joint_topic: str):
+    """Per rosbag2 recording: ((times, commands), (times, measured)) of a robot, for
+    suggest_imitation_settings. Commands: Float64MultiArray on `<namespace>/<controller>/commands`
+    (bag time); measured: the same joints from `joint_topic` (header stamps: the same clock when the
+    recorder runs on sim time). The commands are ordered like the robot's rotary joints (what the
+    demonstrator sends by default). Raises RuntimeError when a bag has no commands."""
+    from pathlib import Path
+
+    from rosbags.highlevel import AnyReader
+
+    from pvrnn_ros.core.data import read_joint_types
+
+    ns = joint_topic.rstrip("/").rsplit("/", 1)[0]
+    commands, measured = [], []
+    for bag in bags:
+        bag = Path(bag)
+        types = read_joint_types(bag, joint_topic) or {}
+        ct, cq, mt, mq, names = [], [], [], [], None
+        with AnyReader([bag]) as reader:
+            cmd_topics = sorted(c.topic for c in reader.connections if c.msgtype == "std_msgs/msg/Float64MultiArray"
+                                and c.topic.startswith(ns + "/") and c.topic.endswith("/commands"))
+            conns = [c for c in reader.connections if c.topic in (joint_topic, *cmd_topics[:1])]
+            for conn, stamp, raw in reader.messages(connections=conns):
+                msg = reader.deserialize(raw, conn.msgtype)
+                if conn.topic != joint_topic:
+                    ct.append(stamp * 1e-9)
+                    cq.append(np.asarray(msg.data, dtype=float))
+                    continue
+                if names is None:
+                    names = [n for n in msg.name if types.get(n, "revolute") != "prismatic"]
+                pos = dict(zip(msg.name, msg.position))
+                mt.append(msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)
+                mq.append([pos[n] for n in names])
+        if not ct or not mt:
+            raise RuntimeError(f"{bag}: no commands under {ns}/ or no {joint_topic} recorded; cannot measure "
+                               "the servo lag")
+        cq_arr = np.stack(cq)
+        if cq_arr.shape[1] != len(names):
+            raise RuntimeError(f"{bag}: commands have {cq_arr.shape[1]} values, {joint_topic} has {len(names)} "
+                               f"rotary joints {names}; cannot match them")
+        commands.append((np.asarray(ct), cq_arr))
+        measured.append((np.asarray(mt), np.asarray(mq)))
+    return commands, measured
