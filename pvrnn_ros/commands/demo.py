@@ -102,9 +102,10 @@ def run(args: argparse.Namespace) -> int:
     scene = _scene_overrides(args)
     with _Stage(timings, "record", f"1/5 record {episodes} demonstrations (sim x{args.rtf:g} real time)"):
         bags = _record(out, env, episodes, duration, args.rtf, args.seed, progress, scene)
-    imitation = _imitation_overrides(args, bags[:-heldout])
+
     with _Stage(timings, "train", f"2/5 train the PV-RNN ({epochs} epochs)"):
         trained, train_demos, test_demos = _train(out, bags, heldout, epochs, args.config, args.threads, progress)
+    imitation = _imitation_overrides(args, trained.rate_hz)
     metrics = {}
     if not args.no_eval:
         with _Stage(timings, "evaluate", f"3/5 evaluate ER vs baselines on {heldout} held-out episode(s)"):
@@ -137,38 +138,25 @@ def _scene_overrides(args) -> list[str]:
             f"demonstrator_node.scene:={path}"]
 
 
-def _imitation_overrides(args, bags: list[Path]) -> list[str]:
-    """er_node lead / max_step: given, or measured on the training recordings ('auto')."""
+def _imitation_overrides(args, model_rate: float) -> list[str]:
+    """er_node lead / max_step: given, or measured on the robot in the physics ('auto')."""
+    from pvrnn_ros.sim.tuning import imitation_settings_in_sim
+
     own_robot = args.scene != "teacher_learner"
     lead = args.lead if args.lead is not None else ("auto" if own_robot else None)
     step = args.max_step if args.max_step is not None else ("auto" if own_robot else None)
-    out = []
-    from pvrnn_ros.sim.tuning import suggest_imitation_settings
-
-    try:
-        commands, measured = _teacher_streams(bags)
-        tuned = suggest_imitation_settings(commands, measured, command_rate=50.0)
-    except RuntimeError as exc:
-        if "auto" in (lead, step):
-            raise
-        tuned = None
-        print(f"  (no automatic imitation settings: {exc})")
-    if tuned is not None:
-        print(f"  imitation settings measured on the recordings: {tuned.notes}"
-              + ("" if "auto" in (lead, step) else " (not used: the bundled arm keeps config/imitate_params.yaml's)"))
+    tuned = imitation_settings_in_sim(args.scene, args.position_kp, model_rate)
+    used = "auto" in (lead, step)
+    print(f"  imitation settings measured on the robot: {tuned.notes}"
+          + ("" if used else " (not used: the bundled arm keeps config/imitate_params.yaml's)"))
     lead = f"{tuned.lead:.3f}" if lead == "auto" else lead
     step = f"{tuned.max_step:.4f}" if step == "auto" else step
+    out = []
     if lead is not None:
         out.append(f"er_node.lead:={float(lead)}")
     if step is not None:
         out.append(f"er_node.max_step:={float(step)}")
     return out
-
-
-def _teacher_streams(bags: list[Path]):
-    from pvrnn_ros.sim.tuning import command_streams
-
-    return command_streams(bags, "/teacher/joint_states")
 
 
 def _record(out: Path, env: dict, episodes: int, duration: float, rtf: float, seed: int, progress: bool,

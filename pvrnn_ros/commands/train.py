@@ -62,7 +62,7 @@ def run(args) -> int:
             (out / "joints.json").write_text(json.dumps({"joints": chosen.names, "units": chosen.units}, indent=1))
             print(f"{len(demos)} demonstrations from {data}, joints: "
                   + ", ".join(f"{n} [{u}]" for n, u in units.items()))
-            _suggest_imitation(data, args.topic, out)
+            _suggest_imitation(data, args.topic, out, config.data.rate_hz)
         elif args.config:
             print("--resume: the checkpoint's own config is used; --config is ignored")
         t0 = time.perf_counter()
@@ -78,7 +78,7 @@ def run(args) -> int:
     return 0
 
 
-def _suggest_imitation(data: Path, topic: str | None, out: Path) -> None:
+def _suggest_imitation(data: Path, topic: str | None, out: Path, model_rate: float) -> None:
     """For recordings that hold the robot's commands next to its joint states (record_demos does):
     print the er_node lead / max_step measured on them, and keep them in DIR/imitation.json."""
     from pvrnn_ros.core.data import discover, is_rosbag
@@ -97,7 +97,8 @@ def _suggest_imitation(data: Path, topic: str | None, out: Path) -> None:
             topic = js[0] if len(js) == 1 else None
         if topic is None:
             return
-        tuned = suggest_imitation_settings(*command_streams(bags, topic), command_rate=50.0)
+        tuned = suggest_imitation_settings(*command_streams(bags, topic), command_rate=50.0,
+                                           model_rate=model_rate)
     except (RuntimeError, ValueError, ImportError):
         return  # no commands recorded (e.g. a real robot's joint_states alone): nothing to suggest
     (out / "imitation.json").write_text(json.dumps({"lead": tuned.lead, "max_step": tuned.max_step,

@@ -107,22 +107,9 @@ class DemonstratorNode(Node):
 
     # ------------------------------------------------------------------ set-up
     def _from_model(self, scene, scene_prefix, robot, keyframe, joints, unlimited_range):
-        from pvrnn_ros.sim.arm_sim import ArmSim
-        from pvrnn_ros.sim.robot import demonstrator_range, resolve_scene, robot_joints
+        from pvrnn_ros.sim.robot import demonstrator_range, load_robot, robot_joints
 
-        from pvrnn_ros.sim.scenes import spec_with_position_servos
-
-        path = resolve_scene(scene)
-        try:
-            sim = ArmSim(path, keyframe=keyframe or None)
-        except ValueError as exc:
-            if "driven by an actuator" not in str(exc):
-                raise
-            # a model without servos (the sim adds them, position_kp): its hinge/slide joints
-            sim = ArmSim(spec_with_position_servos(path, 1.0), keyframe=keyframe or None)
-        prefix = scene_prefix
-        if prefix == "auto":
-            prefix = f"{robot}_" if robot and any(n.startswith(f"{robot}_") for n in sim.joint_names) else ""
+        sim, prefix = load_robot(scene, scene_prefix, robot, keyframe)
         info = robot_joints(sim, prefix)
         sim.close()
         info = info.select(joints or info.default_command_joints())
@@ -145,7 +132,8 @@ class DemonstratorNode(Node):
         self.demo = Demonstrator(self._joints, lower, upper, seed=self._seed, roles=self._roles, types=self._types)
         self.get_logger().info(f"joint roles: {self.demo.role_report()}")
         rng = ", ".join(f"{n} [{lo:.3g}, {hi:.3g}]" for n, lo, hi in zip(self._joints, np.asarray(lower), np.asarray(upper)))
-        self.get_logger().info(f"working ranges (limits from {self._source}): {rng}")
+        self.get_logger().info(f"working ranges (limits from {self._source}): {rng}; via posture "
+                               + ", ".join(f"{n} {q:.3g}" for n, q in zip(self._joints, self.demo.home)))
 
     def _on_first_state(self, msg) -> None:
         if self.demo is not None:

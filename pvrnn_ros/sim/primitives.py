@@ -301,7 +301,7 @@ def fit_working_range(lower, upper, roles: Sequence[str], start=None) -> tuple[n
 
     Without `start` the limits come back unchanged. With it, each joint's range keeps its width
     where it can and is shifted so that the role's via posture ``HOME_U`` lands on ``start``; it is
-    narrowed where that would leave the limits (every primitive stays within ``|u| <= U_MAX``).
+    narrowed where that would leave the limits (the returned range lies inside them).
     """
     lo = np.asarray(lower, dtype=float).reshape(-1)
     hi = np.asarray(upper, dtype=float).reshape(-1)
@@ -310,9 +310,9 @@ def fit_working_range(lower, upper, roles: Sequence[str], start=None) -> tuple[n
     q0 = np.clip(np.asarray(start, dtype=float).reshape(-1), lo, hi)
     u0 = np.array([np.append(HOME_U, 0.0)[ROLE_NAMES.index(r)] for r in roles])
     half = 0.5 * (hi - lo)
-    # room on each side of q0 for u in [-U_MAX, U_MAX] around the via posture u0
-    half = np.minimum(half, (q0 - lo) / (u0 + U_MAX))
-    half = np.minimum(half, (hi - q0) / (U_MAX - u0))
+    # room on each side of q0 for the whole normalised range u in [-1, 1] around the via posture u0
+    half = np.minimum(half, (q0 - lo) / (u0 + 1.0))
+    half = np.minimum(half, (hi - q0) / (1.0 - u0))
     half = np.maximum(half, 1e-6)
     center = q0 - u0 * half
     return center - half, center + half

@@ -90,3 +90,35 @@ def robot_description_urdf(name: str, joints: Sequence[str], types: Sequence[str
         parent = child
     lines.append("</robot>")
     return "\n".join(lines) + "\n"
+
+
+def load_robot(scene: str, prefix: str = "auto", robot: str = "", keyframe: str | None = "home"):
+    """(ArmSim, prefix) of one robot in a bundled scene or MJCF file. A model without actuators (the
+    sim node adds servos with position_kp) is read with unit servos on its hinge/slide joints.
+    prefix "auto": "<robot>_" when the model has such joints, else ""."""
+    from .arm_sim import ArmSim
+    from .scenes import spec_with_position_servos
+
+    path = resolve_scene(scene)
+    try:
+        sim = ArmSim(path, keyframe=keyframe or None)
+    except ValueError as exc:
+        if "driven by an actuator" not in str(exc):
+            raise
+        sim = ArmSim(spec_with_position_servos(path, 1.0), keyframe=keyframe or None)
+    if prefix == "auto":
+        prefix = f"{robot}_" if robot and any(n.startswith(f"{robot}_") for n in sim.joint_names) else ""
+    return sim, prefix
+
+
+def demonstrator_for(info: RobotJoints, unlimited_range: float = 1.5, roles: Sequence[str] | None = None,
+                     seed: int | None = 0, config=None):
+    """The Demonstrator a robot gets by default: its joints, limits (continuous joints +-
+    `unlimited_range` around the start), its keyframe as via posture when it has one."""
+    from .primitives import Demonstrator, assign_roles, fit_working_range
+
+    lower, upper = demonstrator_range(info, unlimited_range)
+    chosen, _ = assign_roles(info.names, roles, info.types)
+    start = info.start if info.keyframe is not None else None
+    lower, upper = fit_working_range(lower, upper, chosen, start)
+    return Demonstrator(info.names, lower, upper, config, seed=seed, roles=roles, types=info.types)

@@ -49,7 +49,7 @@ def test_jaco_record_train_imitate_end_to_end(tmp_path, record_property):
     assert names == [f"joint_{k}" for k in range(1, 7)]
     assert topics["/teacher/end_effector"] == "geometry_msgs/msg/PointStamped"
     assert topics["/teacher/primitive"] == "std_msgs/msg/String"
-    assert "imitation settings measured on the recordings: servo lag" in proc.stdout
+    assert "imitation settings measured on the robot: servo lag" in proc.stdout
 
     tracking = json.loads((out / "live_summary.json").read_text())["tracking"]
     rmse, ref = tracking["rmse"], tracking["delayed_copy_rmse"]["0.1"]
