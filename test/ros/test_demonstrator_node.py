@@ -68,3 +68,25 @@ def test_demonstrator_warns_when_it_falls_behind_the_clock(ros):
         time.sleep(0.02)
     log = procs.log("demonstrator_node")
     assert "falling behind the clock" in log and "real_time_factor" in log, log[-2000:]
+
+
+def test_demonstrator_on_a_real_arm_starts_from_its_joint_states(ros):
+    """No model: joints and limits from parameters, the via posture from the first joint_states."""
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
+    procs, probe, _ = ros
+    probe.subscribe(Float64MultiArray, "arm/forward_position_controller/commands")
+    states = probe.publisher(JointState, "arm/joint_states")
+    procs.start("demonstrator_node", "robot:=arm", "joints:=['j2', 'j1']", "lower:=[-1.0, 0.0]",
+                "upper:=[1.0, 2.0]", "start_from_joint_states:=true")
+    probe.wait_for(lambda: states.get_subscription_count() > 0, 30, "the demonstrator to subscribe")
+    time.sleep(0.5)
+    assert not probe.messages("arm/forward_position_controller/commands")  # waits for the robot
+    msg = JointState(name=["j1", "j2", "gripper"], position=[1.5, -0.4, 0.01])
+    probe.wait_for(lambda: (states.publish(msg), len(probe.messages("arm/forward_position_controller/commands")) > 20)[1],
+                   20, "commands")
+    cmds = np.array([m.data for _, m in probe.messages("arm/forward_position_controller/commands")])
+    assert "via posture j2 -0.4, j1 1.5" in procs.log("demonstrator_node")
+    np.testing.assert_allclose(cmds[0], [-0.4, 1.5], atol=0.1)
+    assert np.all(cmds[:, 0] >= -1.0) and np.all(cmds[:, 0] <= 1.0) and np.all(cmds[:, 1] >= 0) and np.all(cmds[:, 1] <= 2)
