@@ -54,7 +54,7 @@ def servo_lag(cmd_t: np.ndarray, cmd_q: np.ndarray, meas_t: np.ndarray, meas_q: 
     return best
 
 
-def max_step_for(times: np.ndarray, q: np.ndarray, command_rate: float, headroom: float = 2.0,
+def max_step_for(times: np.ndarray, q: np.ndarray, command_rate: float, headroom: float = 3.0,
                  quantile: float = 99.9) -> float:
     """`headroom` x the `quantile` (percent) of the per-command joint change in a demonstration."""
     times, q = np.asarray(times, float), np.atleast_2d(np.asarray(q, float))
@@ -81,7 +81,7 @@ def suggest_imitation_settings(commands: list[tuple[np.ndarray, np.ndarray]],
                              f"servo lag {lag:.2f} s on the recordings (median over {len(lags)} episodes, fit RMSE "
                              f"{np.median(errs):.3g}) + one model step {1.0 / model_rate:g} s = lead {lead:.2f} s; "
                              f"max_step {step:.3g} per command at {command_rate:g} Hz "
-                             f"(2 x the 99.9th percentile of the demonstrated speed)")
+                             f"(3 x the 99.9th percentile of the demonstrated speed)")
 
 
 def imitation_settings_in_sim(scene: str, position_kp: float = 0.0, model_rate: float = 10.0,
@@ -92,7 +92,7 @@ def imitation_settings_in_sim(scene: str, position_kp: float = 0.0, model_rate: 
     return ImitationSettings(lead, step, err,
                              f"servo lag {lag:.2f} s in the physics (fit RMSE {err:.3g}) + one model step "
                              f"{1.0 / model_rate:g} s = lead {lead:.2f} s; max_step {step:.3g} per command at "
-                             f"{command_rate:g} Hz (2 x the 99.9th percentile of the demonstrated speed)")
+                             f"{command_rate:g} Hz (3 x the 99.9th percentile of the demonstrated speed)")
 
 
 def command_streams(bags, joint_topic: str):

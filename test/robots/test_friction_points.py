@@ -59,3 +59,34 @@ def test_train_leaves_prismatic_joints_out_and_reports_units(tmp_path, capsys):
     assert main(["train", "--data", str(data), "--config", str(cfg), "--out", str(tmp_path / "run3"),
                  "--epochs", "3", "--joints", "elbow"]) == 2
     assert "data.joints names ['elbow']" in capsys.readouterr().err
+
+
+def test_no_progress_bars_when_output_is_not_a_terminal(tmp_path):
+    """train and eval write their bars to stderr only when it is a terminal: none in a log file."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pvrnn_ros.core.data import write_csv
+    from pvrnn_ros.sim.primitives import kinematic_episode
+
+    repo = Path(__file__).resolve().parents[2]
+    data = tmp_path / "demos"
+    for s in range(2):
+        t, q, _ = kinematic_episode(3.0, 20.0, s)
+        write_csv(data / f"ep{s}.csv", t, q[:, :2], ["shoulder_pan", "shoulder_lift"])
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model:\n  layers:\n    - {d: 8, z: 1, tau: 2.0, w: 0.01, w1: 1.0}\n"
+                   "er:\n  window: 4\n  iterations: 2\n  first_iterations: 2\n  horizon: 3\n  samples: 2\n")
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    log = tmp_path / "log.txt"
+    for args in (["train", "--data", str(data), "--config", str(cfg), "--out", str(tmp_path / "run"), "--epochs", "20"],
+                 ["eval", "--model", str(tmp_path / "run" / "model.pt"), "--data", str(data), "--out",
+                  str(tmp_path / "eval"), "--no-gru", "--backend", "reference"]):
+        with log.open("w") as f:
+            proc = subprocess.run([sys.executable, "-m", "pvrnn_ros.cli", *args], stdout=f, stderr=subprocess.STDOUT,
+                                  env=env, cwd=str(repo), timeout=300)
+        text = log.read_text()
+        assert proc.returncode == 0, text[-2000:]
+        assert "\r" not in text and "ep/s]" not in text and "tick/s]" not in text and "it/s]" not in text, text[-1000:]
