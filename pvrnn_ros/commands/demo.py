@@ -22,7 +22,8 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output directory")
     parser.add_argument("--quick", action="store_true", help="tiny run (seconds of data, a few epochs) for tests")
-    parser.add_argument("--episodes", type=int, default=None, help="episodes recorded (default 8; quick 3)")
+    parser.add_argument("--episodes", type=int, default=None, help="episodes recorded (default 8, 16 with --scene FILE: a new robot "
+                        "got below the delayed-copy reference with twice the bundled arm's data; quick 3)")
     parser.add_argument("--heldout", type=int, default=None, help="episodes kept for evaluation (default 2; quick 1)")
     parser.add_argument("--duration", type=float, default=None, help="s of sim time per episode (default 16; quick 6)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 2500; quick 30)")
@@ -72,7 +73,8 @@ class _Stage:
 
 def run(args: argparse.Namespace) -> int:
     q = args.quick
-    episodes = args.episodes or (3 if q else 8)
+    own_robot = args.scene != "teacher_learner"
+    episodes = args.episodes or (3 if q else (16 if own_robot else 8))
     heldout = args.heldout if args.heldout is not None else (1 if q else 2)
     duration = args.duration or (6.0 if q else 16.0)
     epochs = args.epochs if args.epochs is not None else (30 if q else 2500)
