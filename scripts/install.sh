@@ -11,4 +11,6 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "${PVRNN_TORCH:-torch==2.13.0}"
 .venv/bin/python -m pip install -q -e "${PVRNN_EXTRAS:-.[ros,dev,robots,sweep]}"
+# compile the CPU kernels now, so a new process's first ER tick loads them from numba's cache
+.venv/bin/python -m pvrnn_ros.kernels.precompile
 echo "installed: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"

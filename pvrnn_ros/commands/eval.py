@@ -59,7 +59,8 @@ def run(args) -> int:
         # these tiny per-step ops run fastest on one thread; several threads spin against each other
         torch.set_num_threads(trained.config.train.threads or 1)
         data = Path(args.data) if args.data else example_data_dir().with_name("arm7_heldout")
-        demos = load_demonstrations(data, rate_hz=args.rate, joint_names=trained.joint_names, topic=args.topic)
+        demos = load_demonstrations(data, rate_hz=args.rate, joint_names=trained.joint_names, topic=args.topic,
+                                    modalities=trained.config.data.modalities)
         cfg = copy.deepcopy(trained.config.er)
         for key in ("horizon", "samples", "backend"):
             if getattr(args, key) is not None:

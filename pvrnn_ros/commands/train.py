@@ -53,7 +53,8 @@ def run(args) -> int:
         units = _saved_units(out) if resuming else None
         if not resuming:
             data = Path(args.data) if args.data else example_data_dir()
-            demos = load_demonstrations(data, rate_hz=args.rate, topic=args.topic)
+            demos = load_demonstrations(data, rate_hz=args.rate, topic=args.topic,
+                                        modalities=config.data.modalities)
             chosen = select_joints(demos[0].joint_names, config.data.joints, joint_types_under(data, args.topic))
             demos = [d.select(chosen.names) for d in demos]
             for note in chosen.notes:
@@ -133,8 +134,9 @@ def write_report(trained, out: Path, wall: float, units: dict[str, str] | None =
         model, A = trained.model, trained.adaptive
         out_fwd = model.posterior_forward(A.mu, A.logsigma, None)
         mask = trained.step_mask()
-        err = (model.coding.decode(out_fwd.raw) - trained.data) ** 2 * mask.unsqueeze(-1)
-        mse = float(err.sum() / (mask.sum() * trained.data.shape[2]))
+        J = trained.layout.n_joints  # the joints' error (modalities are scored by their own terms)
+        err = (model.coding.decode(out_fwd.raw)[..., :J] - trained.data[..., :J]) ** 2 * mask.unsqueeze(-1)
+        mse = float(err.sum() / (mask.sum() * J))
         sigma = model.prior_sigma_by_layer(out_fwd, mask)
     squared = np.concatenate([(g - training_sequence(trained, i)) ** 2
                               for i, (_, g) in enumerate(generate(trained, "posterior"))])  # [sum T, D]

@@ -11,6 +11,7 @@ import torch
 
 from .coding import Normalizer
 from .config import Config
+from .modalities import ModalityLayout
 from .model import PVRNN, AdaptiveVectors
 
 FORMAT = "pvrnn_ros.checkpoint"
@@ -32,11 +33,17 @@ class TrainedModel:
     normalizer: Normalizer
     sequence_names: list[str]
     sequence_lengths: list[int]
-    data: torch.Tensor  # [N, T_max, D] normalised training data (zeros past each end)
+    data: torch.Tensor  # [N, T_max, D] normalised training data (zeros past each end), joints then modalities
     epoch: int = 0
     history: dict[str, list] = field(default_factory=dict)
     optimizer_state: dict | None = None
     rng_state: torch.Tensor | None = None
+    layout: ModalityLayout | None = None  # modalities beside the joints (None = joints only)
+    observed: torch.Tensor | None = None  # [N, T_max, D] 1 where a dimension was recorded (None = all)
+
+    def __post_init__(self):
+        if self.layout is None:
+            self.layout = ModalityLayout(len(self.joint_names))
 
     @property
     def rate_hz(self) -> float:
@@ -67,6 +74,8 @@ class TrainedModel:
             "history": self.history,
             "optimizer": self.optimizer_state,
             "rng_state": self.rng_state,
+            "modalities": self.layout.state_dict(),
+            "observed": None if self.observed is None else self.observed.detach().cpu(),
         }
 
 
@@ -102,7 +111,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Tra
     try:
         config = Config.from_dict(raw["config"])
         joint_names = list(raw["joint_names"])
-        model = PVRNN(config.model, len(joint_names))
+        layout = ModalityLayout.from_state_dict(len(joint_names), raw.get("modalities"))
+        model = PVRNN(config.model, len(joint_names), layout.coding_extra())
         model.load_state_dict(raw["model"])
         adaptive = AdaptiveVectors(*raw["adaptive"]["mu"].shape)
         adaptive.load_state_dict(raw["adaptive"])
@@ -122,5 +132,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Tra
         history=raw.get("history") or {},
         optimizer_state=raw.get("optimizer"),
         rng_state=raw.get("rng_state"),
+        layout=layout,
+        observed=None if raw.get("observed") is None else raw["observed"].to(device),
     )
 

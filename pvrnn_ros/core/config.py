@@ -67,11 +67,45 @@ class ModelConfig:
                  f"less than logsigma_max ({self.logsigma_max})")
 
 
+MODALITY_SOURCES = ("columns", "segments")
+
+
+@dataclass
+class ModalityConfig:
+    """One output group learned beside the joints (see `core.modalities`).
+
+    source "columns": continuous, from CSV columns / npz arrays `<name>.<component>` or, in a
+      rosbag2 recording, a geometry_msgs/PointStamped topic (components x, y, z);
+    source "segments": categorical, the primitive active at each step, from the
+      `<episode>.segments.json` sidecar or, in a bag, a std_msgs/String topic.
+    """
+
+    name: str = ""
+    source: str = "columns"
+    weight: float = 1.0  # weight of this modality's reconstruction term (each normalised by its size)
+    topic: str | None = None  # bags: the topic to read; None = the topic named `<name>` (continuous)
+    # or `primitive` / `<name>` (categorical) in the joint states' namespace
+
+    @property
+    def kind(self) -> str:
+        return "categorical" if self.source == "segments" else "continuous"
+
+    def validate(self, key: str) -> None:
+        _require(bool(self.name) and self.name.replace("_", "").isalnum(), f"{key}.name", self.name,
+                 "a name of letters, digits and underscores")
+        _require(self.name != "joints", f"{key}.name", self.name, "a name other than 'joints' (always present)")
+        _require(self.source in MODALITY_SOURCES, f"{key}.source", self.source, "'columns' or 'segments'")
+        _require(self.weight >= 0 and math.isfinite(self.weight), f"{key}.weight", self.weight,
+                 "a finite weight >= 0")
+
+
 @dataclass
 class DataConfig:
     rate_hz: float = 10.0  # model rate: demonstrations are resampled to it
     scale: float = 0.8  # per-joint min/max maps to [-scale, scale]
     margin: float = 0.0  # widen each joint's range by this fraction before scaling
+    modalities: list[ModalityConfig] = field(default_factory=list)  # learned beside the joints
+    joint_weight: float = 1.0  # weight of the joints' reconstruction term when modalities are present
     # joints to learn, by name; None = every revolute joint (prismatic ones only when listed here)
     joints: list[str] | None = None
 
@@ -79,6 +113,13 @@ class DataConfig:
         _require(self.rate_hz > 0 and math.isfinite(self.rate_hz), f"{key}.rate_hz", self.rate_hz, "a rate > 0 Hz")
         _require(0 < self.scale < 1, f"{key}.scale", self.scale, "a value in (0, 1)")
         _require(self.margin >= 0, f"{key}.margin", self.margin, "a fraction >= 0")
+        _require(self.joint_weight >= 0 and math.isfinite(self.joint_weight), f"{key}.joint_weight",
+                 self.joint_weight, "a finite weight >= 0")
+        seen = set()
+        for i, m in enumerate(self.modalities):
+            m.validate(f"{key}.modalities[{i}]")
+            _require(m.name not in seen, f"{key}.modalities[{i}].name", m.name, "a name used once")
+            seen.add(m.name)
         _validate_joint_list(self.joints, f"{key}.joints")
 
 

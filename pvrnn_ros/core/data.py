@@ -1,11 +1,15 @@
 """Demonstrations in and out: CSV, NPZ and rosbag2 (MCAP or sqlite3) of sensor_msgs/JointState.
 
 Every loader returns `Demonstration`s with their own time stamps; `resample` puts them on the
-model's rate; joints are always matched by name.
+model's rate; joints are always matched by name. Modalities learned beside the joints
+(`data.modalities`) come along in `Demonstration.extra`: CSV columns / npz arrays named
+`<modality>.<component>`, `<episode>.segments.json` sidecars (categorical: the primitive in force),
+and in bags geometry_msgs/PointStamped and std_msgs/String topics, each with its own time stamps.
 """
 from __future__ import annotations
 
 import csv
+import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -19,6 +23,35 @@ class DataError(ValueError):
 
 
 @dataclass
+class ModalitySeries:
+    """One modality of one demonstration, on its own time stamps."""
+
+    components: list[str]  # continuous: component names; categorical: [] (labels carry the classes)
+    times: np.ndarray  # [M] seconds, on the demonstration's clock
+    values: np.ndarray | None = None  # [M, k] continuous (NaN = not observed)
+    labels: list[str | None] | None = None  # [M] categorical: the class in force from times[i] on
+
+    @property
+    def categorical(self) -> bool:
+        return self.labels is not None
+
+    def at(self, grid: np.ndarray) -> "ModalitySeries":
+        """Values on `grid`: continuous linearly interpolated (NaN outside the recorded span),
+        categorical the label in force at each time (None before the first)."""
+        if self.categorical:
+            idx = np.searchsorted(self.times, grid + 1e-9, side="right") - 1
+            labels = [self.labels[i] if i >= 0 else None for i in idx]
+            return ModalitySeries([], grid, None, labels)
+        cols = []
+        for j in range(self.values.shape[1]):
+            # a NaN sample stays unobserved: interpolation next to it gives NaN
+            col = np.interp(grid, self.times, self.values[:, j])
+            col[(grid < self.times[0] - 1e-9) | (grid > self.times[-1] + 1e-9)] = np.nan
+            cols.append(col)
+        return ModalitySeries(list(self.components), grid, np.stack(cols, 1), None)
+
+
+@dataclass
 class Demonstration:
     name: str
     times: np.ndarray  # [T] seconds, strictly increasing
@@ -26,6 +59,7 @@ class Demonstration:
     joint_names: list[str]
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    extra: dict[str, ModalitySeries] = field(default_factory=dict)  # modalities beside the joints
 
     def __len__(self) -> int:
         return len(self.times)
@@ -37,7 +71,8 @@ class Demonstration:
             raise DataError(f"{self.source or self.name}: joints {missing} are missing "
                             f"(the file has {self.joint_names})")
         idx = [self.joint_names.index(j) for j in joint_names]
-        return Demonstration(self.name, self.times, self.positions[:, idx], list(joint_names), self.source, self.notes)
+        return Demonstration(self.name, self.times, self.positions[:, idx], list(joint_names), self.source,
+                             self.notes, dict(self.extra))
 
 
 def example_data_dir() -> Path:
@@ -46,7 +81,34 @@ def example_data_dir() -> Path:
 
 
 # ------------------------------------------------------------------------------------- readers
-def read_csv(path: str | Path, rate_hz: float | None = None) -> Demonstration:
+def _split_modality_columns(names: list[str], modality_names) -> tuple[list[int], dict[str, list[tuple[int, str]]]]:
+    """Indices of joint columns, and per declared modality its (index, component) columns
+    (`<modality>.<component>`); columns of undeclared prefixes stay joints."""
+    joints, mods = [], {}
+    for i, n in enumerate(names):
+        prefix, dot, comp = n.partition(".")
+        if dot and prefix in modality_names and comp:
+            mods.setdefault(prefix, []).append((i, comp))
+        else:
+            joints.append(i)
+    return joints, mods
+
+
+def _with_columns(demo: Demonstration, modality_names) -> Demonstration:
+    """Move `<modality>.<component>` columns of declared modalities from positions into extra."""
+    joints, mods = _split_modality_columns(demo.joint_names, set(modality_names or ()))
+    if not mods:
+        return demo
+    extra = dict(demo.extra)
+    for name, cols in mods.items():
+        extra[name] = ModalitySeries([c for _, c in cols], demo.times, demo.positions[:, [i for i, _ in cols]])
+    return Demonstration(demo.name, demo.times, demo.positions[:, joints], [demo.joint_names[i] for i in joints],
+                         demo.source, demo.notes, extra)
+
+
+def read_csv(path: str | Path, rate_hz: float | None = None, modality_names=()) -> Demonstration:
+    """modality_names: declared modalities whose `<name>.<component>` columns are not joints (they
+    may hold empty cells = not observed)."""
     path = Path(path)
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
@@ -80,10 +142,11 @@ def read_csv(path: str | Path, rate_hz: float | None = None) -> Demonstration:
     else:
         times = np.arange(len(values)) / float(rate_hz)
         positions = values
-    return _checked(Demonstration(path.stem, times, positions, joint_names, str(path)), first_row=2)
+    demo = _with_columns(Demonstration(path.stem, times, positions, joint_names, str(path)), modality_names)
+    return _checked(demo, first_row=2)
 
 
-def read_npz(path: str | Path, rate_hz: float | None = None) -> Demonstration:
+def read_npz(path: str | Path, rate_hz: float | None = None, modality_names=()) -> Demonstration:
     path = Path(path)
     try:
         data = np.load(path, allow_pickle=False)
@@ -102,14 +165,29 @@ def read_npz(path: str | Path, rate_hz: float | None = None) -> Demonstration:
         times = np.arange(len(positions)) / float(rate_hz)
     else:
         raise DataError(f"{path}: no 'times' array and no --rate given")
-    return _checked(Demonstration(path.stem, times, positions, names, str(path)), first_row=0)
+    extra = {}
+    for name in modality_names or ():
+        comps = sorted(k.split(".", 1)[1] for k in data.files if k.startswith(name + ".") and len(k) > len(name) + 1)
+        if not comps:
+            continue
+        cols = []
+        for c in comps:
+            col = np.asarray(data[f"{name}.{c}"], dtype=np.float64).reshape(-1)
+            if col.shape[0] != len(times):
+                raise DataError(f"{path}: array '{name}.{c}' has {col.shape[0]} values, expected {len(times)} "
+                                f"(one per time step)")
+            cols.append(col)
+        extra[name] = ModalitySeries(comps, times, np.stack(cols, 1))
+    return _checked(Demonstration(path.stem, times, positions, names, str(path), extra=extra), first_row=0)
 
 
-def read_rosbag(path: str | Path, topic: str | None = None) -> Demonstration:
+def read_rosbag(path: str | Path, topic: str | None = None, modalities=()) -> Demonstration:
     """A rosbag2 recording (directory with metadata.yaml, MCAP or sqlite3) of JointState.
 
     Messages are matched by joint name; a message lacking a joint or holding NaN for one is
-    dropped (recording glitches are common) and the count is reported in `notes`."""
+    dropped (recording glitches are common) and the count is reported in `notes`. `modalities`
+    (ModalityConfig): continuous ones from geometry_msgs/PointStamped, categorical ones from
+    std_msgs/String topics (see `_modality_topic`), each on its header / receive time stamps."""
     from rosbags.highlevel import AnyReader
 
     path = Path(path)
@@ -143,6 +221,11 @@ def read_rosbag(path: str | Path, topic: str | None = None) -> Demonstration:
                 continue
             times.append(t)
             rows.append([pos[n] for n in names])
+        extra = {}
+        for m in modalities or ():
+            series = _read_modality_topic(reader, path, m, js[0].topic)
+            if series is not None:
+                extra[m.name] = series
     finally:
         reader_cm.__exit__(None, None, None)
     if not rows:
@@ -156,8 +239,91 @@ def read_rosbag(path: str | Path, topic: str | None = None) -> Demonstration:
         notes.append(f"dropped {dropped} incomplete or NaN JointState messages")
     if not keep.all():
         notes.append(f"dropped {int((~keep).sum())} messages with repeated time stamps")
-    demo = Demonstration(path.name, times_arr[keep], positions[keep], names, str(path), notes)
+    demo = Demonstration(path.name, times_arr[keep], positions[keep], names, str(path), notes, extra)
     return _checked(demo, first_row=0)
+
+
+POINT_TYPE = "geometry_msgs/msg/PointStamped"
+STRING_TYPE = "std_msgs/msg/String"
+
+
+def _modality_topic(topics: list[str], modality, joint_topic: str) -> str | None:
+    """The topic a modality is read from: `modality.topic` if set, else the one named `<name>`
+    (categorical also `primitive`), preferring the joint states' namespace."""
+    if modality.topic is not None:
+        want = "/" + modality.topic.lstrip("/")
+        return want if want in topics else None
+    leaves = (modality.name,) if modality.kind == "continuous" else (modality.name, "primitive")
+    found = [t for t in topics if t.rsplit("/", 1)[-1] in leaves]
+    ns = joint_topic.rsplit("/", 1)[0] + "/"
+    same_ns = [t for t in found if t.startswith(ns)]
+    found = same_ns or found
+    return sorted(found)[0] if found else None
+
+
+def _read_modality_topic(reader, path: Path, modality, joint_topic: str) -> ModalitySeries | None:
+    msgtype = STRING_TYPE if modality.kind == "categorical" else POINT_TYPE
+    conns = [c for c in reader.connections if c.msgtype == msgtype]
+    chosen = _modality_topic(sorted({c.topic for c in conns}), modality, joint_topic)
+    if chosen is None:
+        if modality.topic is not None:
+            raise DataError(f"{path}: no {msgtype} messages on topic {modality.topic} "
+                            f"(data.modalities '{modality.name}')")
+        return None
+    times, values, labels = [], [], []
+    for conn, stamp_ns, raw in reader.messages(connections=[c for c in conns if c.topic == chosen]):
+        msg = reader.deserialize(raw, conn.msgtype)
+        if modality.kind == "categorical":
+            times.append(stamp_ns * 1e-9)  # std_msgs/String has no header: the bag's receive time
+            labels.append(str(msg.data))
+        else:
+            t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            times.append(t if t != 0.0 else stamp_ns * 1e-9)
+            values.append([msg.point.x, msg.point.y, msg.point.z])
+    if not times:
+        return None
+    order = np.argsort(np.asarray(times), kind="stable")
+    t = np.asarray(times)[order]
+    if modality.kind == "categorical":
+        return ModalitySeries([], t, None, [labels[i] for i in order])
+    return ModalitySeries(["x", "y", "z"], t, np.asarray(values, dtype=np.float64)[order])
+
+
+def read_segments(path: str | Path) -> ModalitySeries:
+    """A `<episode>.segments.json` sidecar: [{"start_time": s, "primitive": name}, ...]."""
+    path = Path(path)
+    try:
+        segments = json.loads(path.read_text())
+        times = np.asarray([float(s["start_time"]) for s in segments])
+        labels = [str(s["primitive"]) for s in segments]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a segments sidecar (expected a list of "
+                        f'{{"start_time": s, "primitive": name}}): {exc}') from None
+    if len(times) == 0 or np.any(np.diff(times) < 0):
+        raise DataError(f"{path}: segment start times must be a non-empty increasing list")
+    return ModalitySeries([], times, None, labels)
+
+
+def segments_sidecar(demo: Demonstration) -> Path | None:
+    """Where a demonstration's segments sidecar is, if it has one."""
+    if not demo.source:
+        return None
+    src = Path(demo.source)
+    for cand in (src.with_suffix(".segments.json"), src.parent / f"{src.name}.segments.json",
+                 src / "segments.json"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def attach_modalities(demo: Demonstration, modalities) -> Demonstration:
+    """Add categorical `source: segments` modalities from sidecars where a topic gave none."""
+    for m in modalities or ():
+        if m.kind == "categorical" and m.name not in demo.extra:
+            sidecar = segments_sidecar(demo)
+            if sidecar is not None:
+                demo.extra[m.name] = read_segments(sidecar)
+    return demo
 
 
 def _is_float(v: str) -> bool:
@@ -194,14 +360,17 @@ def is_rosbag(path: Path) -> bool:
     return path.is_dir() and (path / "metadata.yaml").exists()
 
 
-def read_any(path: str | Path, rate_hz: float | None = None, topic: str | None = None) -> Demonstration:
+def read_any(path: str | Path, rate_hz: float | None = None, topic: str | None = None,
+             modalities=()) -> Demonstration:
+    """modalities: `data.modalities` (ModalityConfig) to read beside the joints."""
     path = Path(path)
+    names = [m.name for m in modalities or () if m.kind == "continuous"]
     if is_rosbag(path):
-        return read_rosbag(path, topic)
+        return attach_modalities(read_rosbag(path, topic, modalities), modalities)
     if path.suffix == ".csv":
-        return read_csv(path, rate_hz)
+        return attach_modalities(read_csv(path, rate_hz, names), modalities)
     if path.suffix == ".npz":
-        return read_npz(path, rate_hz)
+        return attach_modalities(read_npz(path, rate_hz, names), modalities)
     raise DataError(f"{path}: unsupported demonstration format (expected .csv, .npz or a rosbag2 directory)")
 
 
@@ -227,12 +396,14 @@ def load_demonstrations(
     rate_hz: float | None = None,
     joint_names: list[str] | None = None,
     topic: str | None = None,
+    modalities=(),
 ) -> list[Demonstration]:
     """Load every demonstration under `path`, all with the same joint order.
 
     With `joint_names` (e.g. a trained model's), each file must contain those joints; extra
-    joints are ignored. Without, every file must have the same joint *set* (order may differ)."""
-    demos = [read_any(p, rate_hz, topic) for p in discover(path)]
+    joints are ignored. Without, every file must have the same joint *set* (order may differ).
+    `modalities` (`config.data.modalities`) are read into each demonstration's `extra`."""
+    demos = [read_any(p, rate_hz, topic, modalities) for p in discover(path)]
     reference = list(joint_names) if joint_names is not None else demos[0].joint_names
     out = []
     for demo in demos:
@@ -254,18 +425,24 @@ def resample(demo: Demonstration, rate_hz: float) -> Demonstration:
     n = int(math.floor((t1 - t0) * rate_hz + 1e-9)) + 1
     grid = t0 + np.arange(n) / rate_hz
     positions = np.stack([np.interp(grid, demo.times, demo.positions[:, j]) for j in range(demo.positions.shape[1])], 1)
-    return Demonstration(demo.name, grid - t0, positions, demo.joint_names, demo.source, demo.notes)
+    extra = {}
+    for name, series in demo.extra.items():
+        on_grid = series.at(grid)
+        extra[name] = ModalitySeries(on_grid.components, grid - t0, on_grid.values, on_grid.labels)
+    return Demonstration(demo.name, grid - t0, positions, demo.joint_names, demo.source, demo.notes, extra)
 
 
 # ------------------------------------------------------------------------------------- writers
 def write_csv(path: str | Path, times: np.ndarray, positions: np.ndarray, joint_names: list[str]) -> None:
-    """The format every reader here takes: header `time,<joint names>`, time in seconds."""
+    """The format every reader here takes: header `time,<joint names>`, time in seconds (modality
+    columns are named `<modality>.<component>`); NaN is written as an empty cell."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # round to 1e-6 first so numerical dust (1e-28) and -0 print as "0"
     pos = np.round(np.asarray(positions, dtype=float), 6) + 0.0
     lines = ["time," + ",".join(joint_names)]
-    lines += [f"{t:.6f}," + ",".join(f"{v:.6g}" for v in row) for t, row in zip(times, pos)]
+    lines += [f"{t:.6f}," + ",".join("" if not np.isfinite(v) else f"{v:.6g}" for v in row)
+              for t, row in zip(times, pos)]
     path.write_text("\n".join(lines) + "\n")
 
 

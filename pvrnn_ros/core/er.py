@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -22,6 +22,22 @@ from .window import AdamState, WindowPass, WindowProblem, WindowResult, referenc
 
 __all__ = ["AdamState", "ERTick", "ErrorRegression", "WindowPass", "WindowProblem", "WindowResult",
            "reference_window_pass"]
+
+
+@dataclass
+class ModalityEstimate:
+    """What a tick says about one modality beside the joints (raw units for continuous ones)."""
+
+    name: str
+    kind: str  # "continuous" | "categorical"
+    components: list[str]  # component names, or class names
+    current: np.ndarray  # newest step of the window: values [k], or class probabilities [C]
+    prediction: np.ndarray  # next P steps: [P, k], or class probabilities [P, C]
+    observed: bool  # whether the newest step observed it (False: inferred, e.g. recognition)
+
+    @property
+    def top_class(self) -> str | None:
+        return self.components[int(np.argmax(self.current))] if self.kind == "categorical" else None
 
 
 @dataclass
@@ -38,6 +54,12 @@ class ERTick:
     losses: np.ndarray  # loss at each iteration of this tick
     window: int  # observations in the window
     iterations: int
+    modalities: dict[str, ModalityEstimate] = field(default_factory=dict)  # beside the joints
+
+    @property
+    def recognition(self) -> dict[str, np.ndarray]:
+        """Class probabilities at the newest step of every categorical modality."""
+        return {n: m.current for n, m in self.modalities.items() if m.kind == "categorical"}
 
 
 class ErrorRegression:
@@ -58,6 +80,9 @@ class ErrorRegression:
             meta_prior = [layer.w * self.cfg.meta_prior_scale for layer in trained.config.model.layers]
         self.kl_w, self.kl_w1 = self.model.kl_weights(meta_prior)
         self.n_joints = len(trained.joint_names)
+        self.layout = trained.layout
+        self.n_dims = self.layout.n_dims
+        self.dim_weights = torch.as_tensor(self.layout.dim_weights(), dtype=torch.float32, device=trained.device)
         self.generator = torch.Generator(device=trained.device)
         self.reset()
 
@@ -66,8 +91,8 @@ class ErrorRegression:
         dev = self.trained.device
         Z = self.model.z_total
         self.generator.manual_seed(self.cfg.seed)
-        self.obs = torch.zeros(0, self.n_joints, device=dev)  # [n, D] normalised, 0 where missing
-        self.mask = torch.zeros(0, self.n_joints, device=dev)
+        self.obs = torch.zeros(0, self.n_dims, device=dev)  # [n, D] normalised, 0 where missing
+        self.mask = torch.zeros(0, self.n_dims, device=dev)  # weight c_j where observed, else 0
         self.a_mu = torch.zeros(1, 0, Z, device=dev)
         self.a_ls = torch.zeros(1, 0, Z, device=dev)
         self.adam = AdamState.zeros_like(self.a_mu)
@@ -101,23 +126,38 @@ class ErrorRegression:
             self.start = self.next_start
             self.at_stream_start = False
 
-    def normalize_observation(self, obs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def normalize_observation(self, obs: np.ndarray, modalities: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normalised data vector [D], mask [D]: the dimension's weight where observed, else 0)."""
         obs = np.asarray(obs, dtype=np.float64).reshape(-1)
         if obs.shape[0] != self.n_joints:
             raise ValueError(f"observation has {obs.shape[0]} values, expected {self.n_joints} "
                              f"(joints {self.trained.joint_names})")
+        modalities = dict(modalities or {})
+        unknown = sorted(set(modalities) - set(self.layout.names))
+        if unknown:
+            raise ValueError(f"observation has modality {unknown[0]!r}, but the model learned "
+                             f"{', '.join(['joints'] + self.layout.names)}")
         finite = np.isfinite(obs)
         norm = np.where(finite, self.trained.normalizer.normalize(np.where(finite, obs, 0.0)), 0.0)
+        values = {k: ([v] if isinstance(v, str) or v is None else np.asarray(v, dtype=np.float64).reshape(1, -1))
+                  for k, v in modalities.items()}
+        extra, seen = self.layout.encode(values, 1)
+        norm = np.concatenate([norm, extra[0]])
+        observed = np.concatenate([finite.astype(np.float64), seen[0]])
         # far outside the training range tanh cannot reach it anyway; clamping keeps the loss bounded
-        norm = np.clip(norm, -1.5, 1.5)
+        # (categorical dimensions hold class indices)
+        continuous = np.asarray([k != "categorical" for k in self.model.coding.dim_kinds])
+        norm = np.where(continuous, np.clip(norm, -1.5, 1.5), norm)
         dev = self.trained.device
         return (torch.tensor(norm, dtype=torch.float32, device=dev),
-                torch.tensor(finite, dtype=torch.float32, device=dev))
+                torch.tensor(observed, dtype=torch.float32, device=dev) * self.dim_weights)
 
     @torch.no_grad()
-    def step(self, obs: np.ndarray) -> ERTick:
-        """Add one observation (raw units, NaN = joint missing), regress, predict."""
-        obs_norm, mask = self.normalize_observation(obs)
+    def step(self, obs: np.ndarray, modalities: dict | None = None) -> ERTick:
+        """Add one observation (joints in raw units, NaN = joint missing), regress, predict.
+        modalities: values of the modalities observed at this step ({"end_effector": [x, y, z],
+        "task": "wave"}); any modality not given is unobserved and inferred (recognition)."""
+        obs_norm, mask = self.normalize_observation(obs, modalities)
         self._append(obs_norm, mask)
         n = self.obs.shape[0]
         cfg = self.cfg
@@ -157,7 +197,9 @@ class ErrorRegression:
         Z = model.z_total
         self.next_slot = (wp.prior_next[:Z], wp.prior_next[Z:])
         decode, denormalize = model.coding.decode, self.trained.normalizer.denormalize
-        samples = denormalize(decode(wp.rollout_raw).cpu().double().numpy())  # [S, P, D]
+        J = self.n_joints
+        decoded_rollouts = decode(wp.rollout_raw)  # [S, P, D]
+        samples = denormalize(decoded_rollouts[..., :J].cpu().double().numpy())  # [S, P, joints]
         spread = None
         if noise is not None:
             # Monte Carlo predictive distribution: its mean is the prediction (the MSE-optimal
@@ -166,8 +208,8 @@ class ErrorRegression:
         else:
             prediction = samples[0]  # the prior's mean path
         decoded = decode(wp.raw)
-        m = self.mask
-        mse = float((((decoded - self.obs) ** 2) * m).sum() / m.sum().clamp_min(1))
+        m = (self.mask[:, :J] > 0).to(decoded.dtype)  # the joints' error, normalised units
+        mse = float((((decoded[:, :J] - self.obs[:, :J]) ** 2) * m).sum() / m.sum().clamp_min(1))
         n = self.obs.shape[0]
         latest = wp.mu_q_last.cpu().numpy()
         offsets = np.cumsum([0] + model.z_sizes)
@@ -181,4 +223,20 @@ class ErrorRegression:
             losses=losses,
             window=n,
             iterations=K,
+            modalities=self._modality_estimates(wp, decoded, decoded_rollouts),
         )
+
+    def _modality_estimates(self, wp, decoded: torch.Tensor, decoded_rollouts: torch.Tensor) -> dict:
+        out = {}
+        coding = self.model.coding
+        for mod in self.layout.modalities:
+            sl = self.layout.slice(mod.name)
+            observed = bool((self.mask[-1, sl] > 0).all())
+            if mod.kind == "categorical":
+                current = coding.probabilities(wp.raw[-1], sl.start).cpu().double().numpy()
+                prediction = coding.probabilities(wp.rollout_raw, sl.start).mean(0).cpu().double().numpy()
+            else:
+                current = mod.normalizer.denormalize(decoded[-1, sl].cpu().double().numpy())
+                prediction = mod.normalizer.denormalize(decoded_rollouts[..., sl].mean(0).cpu().double().numpy())
+            out[mod.name] = ModalityEstimate(mod.name, mod.kind, list(mod.components), current, prediction, observed)
+        return out

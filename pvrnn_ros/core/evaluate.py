@@ -80,7 +80,7 @@ def train_gru(trained: TrainedModel, horizon: int, budget_s: float, seed: int = 
     torch.manual_seed(seed)
     if trained.config.train.threads:  # the same threads the PV-RNN trained with
         torch.set_num_threads(trained.config.train.threads)
-    data = trained.data.detach().cpu()
+    data = trained.data.detach().cpu()[..., :trained.layout.n_joints]  # joints (modalities are not predicted here)
     N, T, D = data.shape
     lengths = torch.tensor(trained.sequence_lengths)
     n_weights = sum(p.numel() for p in trained.model.parameters())
@@ -124,10 +124,15 @@ def run_er(trained: TrainedModel, obs: np.ndarray, cfg: ERConfig, progress=None)
     spread = np.full((T, P, D), np.nan)
     L = len(trained.model.z_sizes)
     free_energy, rec, kl, ms = np.full(T, np.nan), np.full(T, np.nan), np.full((T, L), np.nan), np.zeros(T)
+    # recognition: every categorical modality is left unobserved, so ER infers it
+    recognition = {m.name: np.full((T, len(m.components)), np.nan) for m in trained.layout.modalities
+                   if m.kind == "categorical"}
     for t in range(T):
         t0 = time.perf_counter()
         tick = er.step(obs[t])
         ms[t] = 1000 * (time.perf_counter() - t0)
+        for name, probs in tick.recognition.items():
+            recognition[name][t] = probs
         if tick.prediction is not None:
             predicted[t] = tick.prediction
             if tick.spread is not None:
@@ -136,7 +141,7 @@ def run_er(trained: TrainedModel, obs: np.ndarray, cfg: ERConfig, progress=None)
         if progress is not None:
             progress.update(1)
     return {"predicted": predicted, "spread": spread, "free_energy": free_energy, "reconstruction": rec,
-            "kl": kl, "tick_ms": ms, "backend": er.backend.name}
+            "kl": kl, "tick_ms": ms, "backend": er.backend.name, "recognition": recognition}
 
 
 def _truth(obs: np.ndarray, horizon: int) -> np.ndarray:
@@ -192,6 +197,7 @@ def evaluate(
     switch_curves = []
     per_episode = []
     tick_ms = []
+    recognised = []
     for ep, demo, switches in zip(episodes, demos, switch_times):
         obs = ep.positions
         preds: dict[str, np.ndarray] = {}
@@ -200,6 +206,7 @@ def evaluate(
             er_run = run_er(trained, obs, cfg, bar)
             preds["er"] = er_run["predicted"]
             tick_ms.append(er_run["tick_ms"][1:])  # the first tick runs first_iterations
+            recognised.append(er_run["recognition"])
         if "no_er" in methods:
             preds["no_er"] = run_er(trained, obs, replace(cfg, iterations=0, first_iterations=0, samples=0), bar)["predicted"]
         if "hold" in methods:
@@ -253,8 +260,14 @@ def evaluate(
             "mse_h1": np.nanmean(curves, 0).tolist(),
             "switches": len(curves),
         }
+    if recognised and any(recognised):
+        from .recognition import evaluate_recognition, recognition_table
+
+        metrics["recognition"] = evaluate_recognition(trained, episodes, recognised, out, plots=plots,
+                                                      progress=progress)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "metrics.md").write_text(metrics_table(metrics))
+    (out / "metrics.md").write_text(metrics_table(metrics)
+                                    + (recognition_table(metrics["recognition"]) if metrics.get("recognition") else ""))
     if plots:
         _plot_error_vs_horizon(out / "error_vs_horizon.png", metrics)
         if "er_error_around_switches" in metrics:

@@ -52,11 +52,11 @@ def generate(trained: TrainedModel, mode: str, steps: int | None = None, count: 
         raw, _, _ = model.rollout(model.zero_state(len(idx)), T, a_mu, a_ls, posterior_steps=posterior_steps,
                                   sample=bool(sample), generator=gen, first_is_unit_prior=True)
         names = [f"{mode}_{trained.sequence_names[i]}" for i in idx]
-    values = model.coding.decode(raw).cpu().double().numpy()
+    values = model.coding.decode(raw)[..., :trained.layout.n_joints].cpu().double().numpy()
     return [(name, trained.normalizer.denormalize(values[i, :n])) for i, (name, n) in enumerate(zip(names, lengths))]
 
 
 def training_sequence(trained: TrainedModel, index: int) -> np.ndarray:
     """Training sequence `index` in raw units [T, D]."""
     n = trained.sequence_lengths[index]
-    return trained.normalizer.denormalize(trained.data[index, :n].cpu().double().numpy())
+    return trained.normalizer.denormalize(trained.data[index, :n, :trained.layout.n_joints].cpu().double().numpy())

@@ -77,7 +77,9 @@ class PVRNNLayer(nn.Module):
 class PVRNN(nn.Module):
     """The network's weights. Sequence-specific adaptive vectors A live in `AdaptiveVectors`."""
 
-    def __init__(self, cfg: ModelConfig, n_joints: int):
+    def __init__(self, cfg: ModelConfig, n_joints: int, extra_outputs: list[tuple[str, int]] | None = None):
+        """extra_outputs: the coding of each data dimension after the joints (modalities), as
+        `ModalityLayout.coding_extra()` gives it; None for a joints-only model."""
         super().__init__()
         cfg.validate()
         self.cfg = cfg
@@ -95,7 +97,7 @@ class PVRNN(nn.Module):
             )
             for i in range(L)
         )
-        self.coding = OutputCoding(cfg.output, n_joints, cfg.softmax_bins, cfg.softmax_sigma)
+        self.coding = OutputCoding(cfg.output, n_joints, cfg.softmax_bins, cfg.softmax_sigma, extra_outputs)
         self.out = nn.Linear(cfg.layers[0].d, self.coding.out_dim)
         tau = torch.cat([torch.full((l.d,), float(l.tau)) for l in cfg.layers])
         self.register_buffer("inv_tau", 1.0 / tau)

@@ -15,6 +15,7 @@ from .checkpoint import TrainedModel, load_checkpoint, save_checkpoint
 from .coding import Normalizer
 from .config import Config
 from .data import Demonstration, pad_batch, resample
+from .modalities import Modality, ModalityLayout
 from .model import PVRNN, AdaptiveVectors, free_energy
 
 
@@ -39,8 +40,20 @@ def build_model(config: Config, demos: list[Demonstration], device: torch.device
         raise ValueError(f"demonstrations shorter than two steps at {rate} Hz: {short}")
     joint_names = resampled[0].joint_names
     normalizer = Normalizer.fit([d.positions for d in resampled], config.data.scale, config.data.margin)
-    data, _ = pad_batch([normalizer.normalize(d.positions) for d in resampled])
-    model = PVRNN(config.model, len(joint_names))
+    layout = fit_layout(config, resampled)
+    rows, seen = [], []
+    for d in resampled:
+        values = {name: (series.labels if series.categorical else series.values) for name, series in d.extra.items()
+                  if name in layout.names}
+        try:
+            extra, observed = layout.encode(values, len(d))
+        except ValueError as exc:
+            raise ValueError(f"{d.source}: {exc}") from None
+        rows.append(np.concatenate([normalizer.normalize(d.positions), extra], axis=1))
+        seen.append(np.concatenate([np.ones_like(d.positions), observed], axis=1))
+    data, _ = pad_batch(rows)
+    observed, _ = pad_batch(seen)
+    model = PVRNN(config.model, len(joint_names), layout.coding_extra())
     adaptive = AdaptiveVectors(len(resampled), data.shape[1], model.z_total)
     device = torch.device(device)
     return TrainedModel(
@@ -52,7 +65,46 @@ def build_model(config: Config, demos: list[Demonstration], device: torch.device
         sequence_names=[d.name for d in resampled],
         sequence_lengths=[len(d) for d in resampled],
         data=torch.tensor(data, dtype=torch.float32, device=device),
+        layout=layout,
+        observed=torch.tensor(observed, dtype=torch.float32, device=device) if layout.modalities else None,
     )
+
+
+def fit_layout(config: Config, demos: list[Demonstration]) -> ModalityLayout:
+    """The modalities of `config.data.modalities` as these demonstrations hold them: components
+    and normalisation (continuous), classes seen (categorical). A modality missing from some
+    demonstrations is masked there; missing from all, or of differing widths, is an error."""
+    modalities = []
+    for mc in config.data.modalities:
+        having = [d for d in demos if mc.name in d.extra]
+        if not having:
+            where = ("a segments sidecar (<episode>.segments.json) or a std_msgs/String topic"
+                     if mc.kind == "categorical" else
+                     f"columns '{mc.name}.<component>' (CSV / npz) or a geometry_msgs/PointStamped topic (bags)")
+            raise ValueError(f"data.modalities '{mc.name}': no demonstration has it (expected {where}; "
+                             f"looked in {demos[0].source or demos[0].name} and {len(demos) - 1} more)")
+        if mc.kind == "categorical":
+            classes = sorted({lab for d in having for lab in d.extra[mc.name].labels if lab is not None})
+            modalities.append(Modality(mc.name, "categorical", classes, mc.weight))
+            continue
+        comps = having[0].extra[mc.name].components
+        for d in having[1:]:
+            if d.extra[mc.name].components != comps:
+                raise ValueError(f"{d.source or d.name}: modality '{mc.name}' has components "
+                                 f"{d.extra[mc.name].components}, but {having[0].source or having[0].name} has {comps}")
+        norm = Normalizer.fit([d.extra[mc.name].values for d in having], config.data.scale, config.data.margin)
+        modalities.append(Modality(mc.name, "continuous", list(comps), mc.weight, norm))
+    return ModalityLayout(len(demos[0].joint_names), modalities, config.data.joint_weight)
+
+
+def training_mask(trained: TrainedModel) -> torch.Tensor:
+    """[N, T, D] mask of the reconstruction term: the modality weight c_j where dimension j was
+    recorded at a valid step, else 0 (`core.modalities`)."""
+    mask = trained.step_mask().unsqueeze(-1).expand_as(trained.data)
+    if trained.observed is not None:
+        mask = mask * trained.observed
+    weights = torch.as_tensor(trained.layout.dim_weights(), dtype=trained.data.dtype, device=trained.device)
+    return (mask * weights).contiguous()
 
 
 @dataclass
@@ -111,7 +163,11 @@ class Trainer:
             self.generator.manual_seed(cfg.seed + 1)
         self.target = trained.model.coding.target(trained.data)
         self.step_mask = trained.step_mask()
-        self.joint_mask = self.step_mask.unsqueeze(-1).expand_as(trained.data).contiguous()  # (once, not per epoch)
+        self.joint_mask = training_mask(trained)  # (once, not per epoch)
+        # the decoded-error statistic compares values: categorical dimensions hold class indices
+        self.value_dims = torch.as_tensor([k != "categorical" for k in trained.model.coding.dim_kinds],
+                                          dtype=trained.data.dtype, device=trained.device)
+        self.value_data = trained.data * self.value_dims
         self.stop_requested = False
 
     def epoch(self) -> EpochStats:
@@ -133,7 +189,7 @@ class Trainer:
                 step_mask = sel(self.step_mask)
                 terms, param_grads, g_mu, g_ls = self._cpu_train.model_grads(
                     model, a_mu, a_ls, eps, sel(self.target), sel(self.joint_mask), step_mask,
-                    model.kl_w, model.kl_w1, data=sel(tr.data), threads=self._cpu_threads)
+                    model.kl_w, model.kl_w1, data=sel(self.value_data), threads=self._cpu_threads)
                 if idx is not None:  # as autograd through the row selection: zero outside the batch
                     full_mu, full_ls = torch.zeros_like(A.mu), torch.zeros_like(A.logsigma)
                     full_mu[idx], full_ls[idx] = g_mu, g_ls
@@ -163,7 +219,8 @@ class Trainer:
             rec += float(terms.rec.detach()) * n
             kl += terms.kl_by_layer.detach().cpu() * n
             with torch.no_grad():
-                err = (model.coding.decode(out.raw) - sel(tr.data)) ** 2 * step_mask.unsqueeze(-1)
+                values = model.coding.decode(out.raw) * self.value_dims
+                err = (values - sel(self.value_data)) ** 2 * step_mask.unsqueeze(-1)
                 sq += float(err.sum())
                 steps += float(step_mask.sum())
         tr.epoch += 1

@@ -245,6 +245,16 @@ def _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW,
             for j in range(D):
                 off = offs[j]
                 end = off + nbins[j]
+                mj = mask[t, j]
+                if end == off + 1:  # a group of one unit is a tanh dimension (a modality)
+                    y = _tanh(RAW[t, off])
+                    E[off] = 0.0
+                    if mj != 0.0:
+                        diff = y - p[off]
+                        rec += mj * 0.5 * diff * diff
+                        if need_grad:
+                            E[off] = mj * diff * (1.0 - y * y) * inv_D
+                    continue
                 se = _C(0.0)
                 for k in range(off, end):
                     se += E[k]
@@ -256,7 +266,6 @@ def _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW,
                 pr = _C(0.0)
                 for k in range(off, end):
                     pr += p[k] * x[k]
-                mj = mask[t, j]
                 ps = PSUM[t, j]
                 rec += mj * (PLOGP[t, j] - pr + ps * math.log(se))
                 if need_grad:
@@ -268,10 +277,11 @@ def _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW,
         for t in range(W):
             for j in range(D):
                 y = _tanh(RAW[t, j])
-                if mask[t, j] > 0:
+                mj = mask[t, j]  # the dimension's weight (core.modalities); 0 = not observed
+                if mj != 0.0:
                     diff = y - TG[t, j]
-                    rec += 0.5 * diff * diff
-                    GRAW[t, j] = diff * (1.0 - y * y) * inv_D
+                    rec += mj * 0.5 * diff * diff
+                    GRAW[t, j] = mj * diff * (1.0 - y * y) * inv_D
                 else:
                     GRAW[t, j] = 0.0
     return rec * inv_D
@@ -302,6 +312,11 @@ def _target_prep(softmax, tgt, offs, nbins, PLOGP, PSUM, TG):
         for j in range(D):
             a = 0.0
             s = 0.0
+            if nbins[j] == 1:  # a tanh dimension: its value, no distribution
+                TG[t, offs[j]] = tgt[t, j, 0]
+                PLOGP[t, j] = 0.0
+                PSUM[t, j] = 0.0
+                continue
             for k in range(nbins[j]):
                 p = tgt[t, j, k]
                 TG[t, offs[j] + k] = p
@@ -588,6 +603,12 @@ def _window_pass(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
 # ------------------------------------------------------------------------------------------------
 # Python side
 # ------------------------------------------------------------------------------------------------
+def one_class_dims(coding) -> list[int]:
+    """Categorical dimensions with a single class: their KL is identically 0, and their one unit
+    would read as a tanh unit (bins == 1) in the kernels, so the kernels get them masked out."""
+    return [j for j, (kind, n) in enumerate(zip(coding.dim_kinds, coding.bins)) if kind == "categorical" and n == 1]
+
+
 def _np(t: torch.Tensor, dtype=np.float64) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=dtype)
 
@@ -625,10 +646,11 @@ class _Prepared:
             self.offs = np.ascontiguousarray(coding.index[:, 0].cpu().numpy(), dtype=np.int64)
             self.nbins = np.asarray(coding.bins, dtype=np.int64)
         else:
-            self.offs = np.zeros(coding.n_joints, dtype=np.int64)
-            self.nbins = np.ones(coding.n_joints, dtype=np.int64)
+            self.offs = np.zeros(coding.n_dims, dtype=np.int64)
+            self.nbins = np.ones(coding.n_dims, dtype=np.int64)
         self.lmin = float(model.cfg.logsigma_min)
         self.lmax = float(model.cfg.logsigma_max)
+        self.silent_dims = one_class_dims(coding)
 
     def weights(self):
         return (self.W_rec, self.W_recT, self.W_zd, self.b_h, self.inv_tau, self.W_p, self.W_pT, self.b_p,
@@ -668,6 +690,8 @@ def _problem_arrays(problem: WindowProblem, prep: _Prepared):
     if not prep.softmax:
         target = target[..., None]
     mask = _np(problem.joint_mask)
+    if prep.silent_dims:
+        mask[..., prep.silent_dims] = 0.0
     return (_np(problem.h0), _np(problem.d0), target, mask, _np(problem.kl_w), _np(problem.kl_w1))
 
 
@@ -785,15 +809,21 @@ def warmup() -> float:
 
     t0 = time.perf_counter()
     for output in ("tanh", "softmax"):
-        model = PVRNN(ModelConfig(layers=[LayerConfig(d=3, z=1)], output=output, softmax_bins=3), 2)
-        fw = model.flat()
-        fw = type(fw)(*[None if x is None else x.detach() for x in fw])
-        Z = model.z_total
-        for B in (1, 2):  # B = 2 compiles the threaded driver too
-            st = model.zero_state(B)
-            a = torch.zeros(B, 2, Z)
-            problem = WindowProblem(model, fw, st.h, st.d, model.coding.target(torch.zeros(B, 2, 2)),
-                                    torch.ones(B, 2, 2), model.kl_w, model.kl_w1, True,
-                                    torch.zeros(1, B, 2, Z), 0.1, 1, keep_best=True)
-            CpuBackend().regress(problem, a, a, AdamState.zeros_like(a))
+        for posterior in ("A", "d+A"):
+            model = PVRNN(ModelConfig(layers=[LayerConfig(d=3, z=1)], output=output, softmax_bins=3,
+                                      posterior=posterior), 2)
+            fw = model.flat()
+            fw = type(fw)(*[None if x is None else x.detach() for x in fw])
+            Z = model.z_total
+            for B in (1, 2):  # B = 2 compiles the threaded driver too
+                st = model.zero_state(B)
+                a = torch.zeros(B, 2, Z)
+                problem = WindowProblem(model, fw, st.h, st.d, model.coding.target(torch.zeros(B, 2, 2)),
+                                        torch.ones(B, 2, 2), model.kl_w, model.kl_w1, True,
+                                        torch.zeros(1, B, 2, Z), 0.1, 1, keep_best=True)
+                backend = CpuBackend()
+                backend.regress(problem, a, a, AdamState.zeros_like(a))
+                if B == 1:  # the tick's last pass: mean path and sampled rollouts
+                    backend.window_pass(problem, a, a, 2, None)
+                    backend.window_pass(problem, a, a, 2, torch.zeros(2, 2, Z))
     return time.perf_counter() - t0

@@ -37,7 +37,7 @@ from numba import njit
 from pvrnn_ros.core.model import FlatWeights
 
 from .cpu import _mva as _matvec_acc  # one blocked x @ W kernel for ER and training
-from .cpu import _dot, _tanh32  # shared with the ER kernel
+from .cpu import _dot, _tanh32, one_class_dims  # shared with the ER kernel
 
 _FM = {"contract"}  # allow FMA contraction only (no reassociation): results stay deterministic
 
@@ -330,11 +330,23 @@ def _loss(MP, LP, OKP, INV2P, RAW, b_o, MUQ, LSQ, SQ, fast, first_unit, kl_w, kl
             sqe = 0.0
             gs = wsm * inv_D
             if softmax:
-                # rec_j = sum_k p_k log p_k - sum_k p_k raw_k + (sum_k p_k) logsumexp(raw_j)
+                # rec_j = sum_k p_k log p_k - sum_k p_k raw_k + (sum_k p_k) logsumexp(raw_j); a group
+                # of one unit is a tanh dimension (modalities beside softmax-coded joints)
                 for j in range(D):
                     off = offs[j]
                     nb = nbins[j]
                     mj = jmask[n, t, j]
+                    if nb == 1:
+                        y = _tanh32(raw[off]) if fast else _tanh(raw[off])
+                        g_out[off] = 0.0
+                        if mj != 0.0:
+                            diff = y - tgt[n, t, j, 0]
+                            rec += mj * 0.5 * diff * diff
+                            g_out[off] = mj * diff * (1.0 - y * y) * gs
+                        if has_data:
+                            e2 = y - data[n, t, j]
+                            sqe += e2 * e2
+                        continue
                     mx = raw[off]
                     for k in range(1, nb):
                         if raw[off + k] > mx:
@@ -366,10 +378,11 @@ def _loss(MP, LP, OKP, INV2P, RAW, b_o, MUQ, LSQ, SQ, fast, first_unit, kl_w, kl
                 for j in range(D):
                     y = _tanh32(raw[j]) if fast else _tanh(raw[j])
                     g_out[j] = 0.0
-                    if jmask[n, t, j] > 0:
+                    mj = jmask[n, t, j]
+                    if mj != 0.0:  # mj weights the dimension (core.modalities); 0 = not recorded
                         diff = y - tgt[n, t, j, 0]
-                        rec += 0.5 * diff * diff
-                        g_out[j] = diff * (1.0 - y * y) * gs
+                        rec += mj * 0.5 * diff * diff
+                        g_out[j] = mj * diff * (1.0 - y * y) * gs
                     if has_data:
                         e2 = y - data[n, t, j]
                         sqe += e2 * e2
@@ -468,9 +481,10 @@ class _Consts:
             self.nbins = np.asarray(coding.bins, dtype=np.int64)
             self.refs = coding.refs.cpu().numpy().astype(np.float64)
         else:
-            self.offs = np.zeros(coding.n_joints, dtype=np.int64)
-            self.nbins = np.ones(coding.n_joints, dtype=np.int64)
-            self.refs = np.zeros((coding.n_joints, 1))
+            self.offs = np.zeros(coding.n_dims, dtype=np.int64)
+            self.nbins = np.ones(coding.n_dims, dtype=np.int64)
+            self.refs = np.zeros((coding.n_dims, 1))
+        self.silent_dims = one_class_dims(coding)
         self.z_layer = model.z_layer.cpu().numpy().astype(np.int64)
         self.inv_zl = 1.0 / np.asarray(model.z_sizes, dtype=np.float64)
 
@@ -749,6 +763,9 @@ def _run(model, w: _Weights, a_mu, a_ls, eps, target, joint_mask, step_mask, kl_
     first_unit = bool(first_is_unit_prior)
     amu, als, klw, klw1 = n_(a_mu), n_(a_ls), n_(kl_w), n_(kl_w1)
     jm, sm = n_(joint_mask), n_(step_mask)
+    if K.silent_dims:
+        jm = jm.copy()
+        jm[..., K.silent_dims] = 0.0
 
     def part(i):
         n0, n1 = parts[i]

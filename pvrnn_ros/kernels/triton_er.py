@@ -112,22 +112,30 @@ def _window_forward(
         x = tl.load(tgt_ptr + x_off, mask=jk_mask, other=0.0)
         mj = tl.load(mask_ptr + (b * W + t) * D + rj, mask=rj < D, other=0.0)
         if SOFTMAX:
-            rm = tl.where(valid, raw, -1e30)
+            # valid: 1 on the bins of a softmax / categorical dimension, 2 on a tanh dimension's
+            # single unit (modalities beside softmax-coded joints)
+            is_bin = valid > 0
+            tanh_row = tl.max(valid, 1) > 1.5
+            rm = tl.where(is_bin, raw, -1e30)
             mx = tl.max(rm, 1)
-            ex = tl.where(valid, tl.exp(rm - mx[:, None]), 0.0)
+            ex = tl.where(is_bin, tl.exp(rm - mx[:, None]), 0.0)
             se = tl.sum(ex, 1)
             se = tl.where(se > 0, se, 1.0)
             lse = mx + tl.log(se)
             ps = tl.sum(x, 1)
             plogp = tl.sum(tl.where(x > 0, x * tl.log(tl.maximum(x, 1e-30)), 0.0), 1)
-            pr = tl.sum(x * tl.where(valid, raw, 0.0), 1)
-            rec = tl.sum(mj * (plogp - pr + ps * lse), 0)
-            graw = (mj * inv_D)[:, None] * ((ps / se)[:, None] * ex - x)
+            pr = tl.sum(x * tl.where(is_bin, raw, 0.0), 1)
+            y = _tanh(raw)
+            diff = tl.where((mj[:, None] != 0) & is_bin, y - x, 0.0)
+            rec_tanh = 0.5 * tl.sum(diff * diff, 1)
+            rec = tl.sum(mj * tl.where(tanh_row, rec_tanh, plogp - pr + ps * lse), 0)
+            graw = tl.where(tanh_row[:, None], diff * (1.0 - y * y),
+                            (ps / se)[:, None] * ex - x) * (mj * inv_D)[:, None]
         else:
             y = _tanh(raw)
-            diff = tl.where((mj[:, None] > 0) & jk_mask, y - x, 0.0)
-            rec = 0.5 * tl.sum(tl.sum(diff * diff, 1), 0)
-            graw = diff * (1.0 - y * y) * inv_D
+            diff = tl.where((mj[:, None] != 0) & jk_mask, y - x, 0.0)
+            rec = 0.5 * tl.sum(mj * tl.sum(diff * diff, 1), 0)
+            graw = diff * (1.0 - y * y) * (mj * inv_D)[:, None]
         loss += rec * inv_D
         if STORE:
             tl.store(sd_ptr + (t + 1) * DP + rd, d)
@@ -177,7 +185,7 @@ def _load_weights(
     itau = tl.load(itau_p + rd)
     Wo = tl.load(Wo_p + rd[:, None, None] * (JP * KP) + rj[None, :, None] * KP + rk[None, None, :])
     bo = tl.load(bo_p + rj[:, None] * KP + rk[None, :])
-    valid = tl.load(valid_p + rj[:, None] * KP + rk[None, :]) > 0  # bin k exists for joint j
+    valid = tl.load(valid_p + rj[:, None] * KP + rk[None, :])  # 0 padding, 1 bin k of dimension j, 2 a tanh unit
     return Wrec, Wzd, bh, itau, Wpm, Wpl, bpm, bpl, Wqm, Wql, bqm, bql, Wo, bo, valid
 
 
@@ -360,7 +368,7 @@ class _Padded:
         Dsum, Z = fw.W_rec.shape[0], fw.W_zd.shape[0]
         coding = model.coding
         self.softmax = coding.kind == "softmax"
-        D = coding.n_joints
+        D = coding.n_dims
         Kmax = max(coding.bins) if self.softmax else 1
         self.DP, self.ZP, self.JP, self.KP = _p2(Dsum), _p2(Z), _p2(D), (_p2(Kmax) if self.softmax else 1)
         self.Dsum, self.Z, self.D, self.Kmax = Dsum, Z, D, Kmax
@@ -393,7 +401,7 @@ class _Padded:
             for j, n in enumerate(coding.bins):
                 Wo[:d1, j, :n] = fw.W_o[:, offs[j]:offs[j] + n].detach().to(**f32)
                 bo[j, :n] = fw.b_o[offs[j]:offs[j] + n].detach().to(**f32)
-                valid[j, :n] = 1.0
+                valid[j, :n] = 2.0 if coding.dim_kinds[j] == "tanh" else 1.0
         else:
             Wo[:d1, :D, 0] = fw.W_o.detach().to(**f32)
             bo[:D, 0] = fw.b_o.detach().to(**f32)

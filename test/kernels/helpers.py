@@ -8,9 +8,20 @@ from pvrnn_ros.core.window import AdamState, WindowProblem
 from pvrnn_ros.core.model import FlatWeights, PVRNN
 
 
+# modality codings beside the joints (OutputCoding's `extra`): none; one categorical of one class;
+# a 3-component continuous modality and a 3-class categorical one; two categoricals of odd sizes
+EXTRA = {
+    "none": None,
+    "cat1": [("categorical", 1)],
+    "ee3+cat3": [("tanh", 1)] * 3 + [("categorical", 3)],
+    "cat5+ee1+cat2": [("categorical", 5), ("tanh", 1), ("categorical", 2)],
+}
+
+
 def random_model(d=(7, 5), z=(2, 3), tau=(2.0, 5.0), n_joints=4, output="tanh", posterior="A",
-                 bottom_up=False, bins=None, seed=0, scale=1.0, dtype=torch.float32) -> PVRNN:
-    """A PV-RNN with random weights scaled so tanh stays out of saturation."""
+                 bottom_up=False, bins=None, seed=0, scale=1.0, dtype=torch.float32, extra=None) -> PVRNN:
+    """A PV-RNN with random weights scaled so tanh stays out of saturation. extra: a key of EXTRA
+    or a list of (coding, width) for the dimensions after the joints."""
     torch.manual_seed(seed)
     layers = [LayerConfig(d=di, z=zi, tau=ti, w=0.01 * (i + 1), w1=0.5 + i) for i, (di, zi, ti) in
               enumerate(zip(d, z, tau))]
@@ -18,7 +29,7 @@ def random_model(d=(7, 5), z=(2, 3), tau=(2.0, 5.0), n_joints=4, output="tanh", 
         bins = [3 + (j * 5) % 7 for j in range(n_joints)]  # odd, uneven bin counts
     cfg = ModelConfig(layers=layers, bottom_up=bottom_up, posterior=posterior, output=output,
                       softmax_bins=bins, logsigma_min=-3.0, logsigma_max=1.0)
-    model = PVRNN(cfg, n_joints)
+    model = PVRNN(cfg, n_joints, EXTRA[extra] if isinstance(extra, str) else extra)
     with torch.no_grad():
         for name, p in model.named_parameters():
             fan_in = p.shape[-1] if p.dim() > 1 else 4
@@ -31,20 +42,35 @@ def frozen(model: PVRNN) -> FlatWeights:
         return FlatWeights(*[None if t is None else t.detach().clone() for t in model.flat()])
 
 
+def random_data(model: PVRNN, shape: tuple, g: torch.Generator, dtype=torch.float32) -> torch.Tensor:
+    """Normalised values [..., D]: uniform in [-0.8, 0.8], class indices on categorical dimensions."""
+    x = torch.rand(*shape, model.coding.n_dims, generator=g) * 1.6 - 0.8
+    for j, (kind, n) in enumerate(zip(model.coding.dim_kinds, model.coding.bins)):
+        if kind == "categorical":
+            x[..., j] = torch.randint(0, n, shape, generator=g).float()
+    return x.to(dtype)
+
+
 def random_problem(model: PVRNN, B=2, W=5, K=3, use_eps=True, keep_best=False, first=True,
-                   missing=True, lr=0.05, seed=1, dtype=torch.float32):
-    """(problem, a_mu, a_ls, adam) with random carried state, targets, masks, A and Adam moments."""
+                   missing=True, lr=0.05, seed=1, dtype=torch.float32, weighted=None):
+    """(problem, a_mu, a_ls, adam) with random carried state, targets, masks, A and Adam moments.
+    weighted: masks hold per-dimension weights (modalities) instead of 0/1; default when the model
+    has modalities."""
     g = torch.Generator().manual_seed(seed)
-    Z, Dsum, D = model.z_total, model.d_total, model.n_joints
+    Z, Dsum, D = model.z_total, model.d_total, model.coding.n_dims
+    if weighted is None:
+        weighted = D > model.n_joints
 
     def rnd(*shape, s=1.0):
         return (torch.randn(*shape, generator=g) * s).to(dtype)
 
     h0 = rnd(B, Dsum, s=0.5)
     d0 = torch.tanh(h0)
-    x = (torch.rand(B, W, D, generator=g) * 1.6 - 0.8).to(dtype)
+    x = random_data(model, (B, W), g, dtype)
     target = model.coding.target(x)
     mask = torch.ones(B, W, D, dtype=dtype)
+    if weighted:
+        mask = mask * (torch.rand(D, generator=g) * 2.0 + 0.3).to(dtype)
     if missing:
         mask[torch.rand(B, W, D, generator=g) < 0.25] = 0.0
         mask[:, :, 0] = 0.0 if D > 1 else mask[:, :, 0]  # one joint never observed

@@ -22,6 +22,10 @@ CASES = [
     ((7, 5, 3, 9), (1, 2, 1, 3), "softmax", "A", True, 1, 4, 2, False, True, False),
     ((5,), (3,), "softmax", "d+A", False, 3, 1, 3, True, False, True),
     ((7, 5), (2, 1), "tanh", "d+A", True, 1, 6, 2, False, False, False),
+    # modalities beside the joints (helpers.EXTRA), weighted masks
+    ((7, 5), (2, 3), "tanh", "A", False, 2, 5, 3, True, False, True, "ee3+cat3"),
+    ((5, 3), (1, 2), "softmax", "d+A", True, 1, 4, 2, False, False, True, "cat5+ee1+cat2"),
+    ((5,), (3,), "tanh", "A", False, 2, 3, 2, True, False, False, "cat1"),
 ]
 
 
@@ -33,9 +37,9 @@ def main() -> int:
     from pvrnn_ros.kernels.triton_er import TritonBackend
 
     tb = TritonBackend()
-    for i, (d, z, out, post, bu, B, W, K, eps, kb, first) in enumerate(CASES):
+    for i, (d, z, out, post, bu, B, W, K, eps, kb, first, *extra) in enumerate(CASES):
         model = random_model(d=d, z=z, tau=[2.0 + 3 * j for j in range(len(d))], output=out, posterior=post,
-                             bottom_up=bu, n_joints=5, seed=i)
+                             bottom_up=bu, n_joints=5, seed=i, extra=extra[0] if extra else None)
         problem, a_mu, a_ls, adam = random_problem(model, B=B, W=W, K=K, use_eps=eps, keep_best=kb, first=first,
                                                    seed=10 + i)
         ref = ReferenceBackend().regress(problem, a_mu, a_ls, adam)
@@ -60,10 +64,12 @@ def main() -> int:
     # the tick's last window pass and rollouts: (d, z, output, posterior, W, S (0 = mean path), first)
     from pvrnn_ros.core.window import reference_window_pass
 
-    for i, (d, z, out, post, W, S, first) in enumerate([((7, 5), (2, 3), "softmax", "A", 4, 3, False),
-                                                       ((5, 3), (1, 2), "tanh", "d+A", 3, 0, True)]):
+    for i, (d, z, out, post, W, S, first, extra) in enumerate([
+            ((7, 5), (2, 3), "softmax", "A", 4, 3, False, None),
+            ((5, 3), (1, 2), "tanh", "d+A", 3, 0, True, None),
+            ((5, 3), (1, 2), "softmax", "A", 5, 2, True, "cat5+ee1+cat2")]):
         model = random_model(d=d, z=z, tau=[2.0, 5.0], output=out, posterior=post, bottom_up=True, n_joints=4,
-                             seed=40 + i)
+                             seed=40 + i, extra=extra)
         problem, a_mu, a_ls, _ = random_problem(model, B=1, W=W, K=1, use_eps=False, first=first, seed=50 + i)
         noise = torch.randn(S, 3, model.z_total, generator=torch.Generator().manual_seed(i)) if S else None
         ref = reference_window_pass(problem, a_mu, a_ls, 3, noise)
