@@ -97,7 +97,7 @@ OWN_ROBOT = """
   <actuator>
     <position joint="yaw" kp="80" dampratio="1"/>
     <position joint="pitch" kp="80" dampratio="1"/>
-    <position joint="grip" kp="200" dampratio="1"/>
+    <position joint="grip" kp="5000" dampratio="1"/>
   </actuator>
   <keyframe>
     <key qpos="0.3 -0.2 0.02" ctrl="0.3 -0.2 0.02"/>
