@@ -78,7 +78,7 @@ def test_sim_faster_than_real_time_with_clock(ros):
 OWN_ROBOT = """
 <mujoco model="own_robot">
   <compiler angle="radian"/>
-  <option timestep="0.002"/>
+  <option timestep="0.002" gravity="0 0 0"/>  <!-- no sag: a held joint stays where it was put -->
   <worldbody>
     <body name="link1" pos="0 0 0.5">
       <joint name="yaw" type="hinge" axis="0 0 1" range="-1.5 1.5" damping="1"/>
