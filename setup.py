@@ -11,7 +11,7 @@ setup(
     version="0.1.0",
     description="PV-RNN learning from demonstrations with online error regression for ROS 2",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["examples/*/*.csv", "examples/*/*.json"]},
+    package_data={PACKAGE: ["examples/*/*.csv", "examples/*/*.json", "examples/*/*.urdf"]},
     include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

@@ -30,4 +30,11 @@ def out_dir(path: str) -> Path:
     return p
 
 
-__all__ = ["load_config", "fail", "add_config_argument", "out_dir", "ConfigError"]
+def show_progress(no_progress: bool = False) -> bool:
+    """Progress bars only on a terminal: tqdm writes to stderr, and bars in a log file are noise."""
+    import sys
+
+    return not no_progress and sys.stderr.isatty()
+
+
+__all__ = ["load_config", "fail", "add_config_argument", "out_dir", "show_progress", "ConfigError"]

@@ -22,7 +22,8 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output directory")
     parser.add_argument("--quick", action="store_true", help="tiny run (seconds of data, a few epochs) for tests")
-    parser.add_argument("--episodes", type=int, default=None, help="episodes recorded (default 8; quick 3)")
+    parser.add_argument("--episodes", type=int, default=None, help="episodes recorded (default 8, 16 with --scene FILE: a new robot "
+                        "got below the delayed-copy reference with twice the bundled arm's data; quick 3)")
     parser.add_argument("--heldout", type=int, default=None, help="episodes kept for evaluation (default 2; quick 1)")
     parser.add_argument("--duration", type=float, default=None, help="s of sim time per episode (default 16; quick 6)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 2500; quick 30)")
@@ -34,7 +35,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="demonstrator seed (imitation uses seed + 1000)")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: from the pid)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (never shown when stderr "
+                        "is not a terminal)")
+    parser.add_argument("--no-eval", action="store_true", help="skip stage 3 (offline ER evaluation vs baselines)")
+    parser.add_argument("--settle", type=float, default=2.0,
+                        help="s after the first prediction left out of the tracking RMSE (the learner moving from "
+                             "its own start pose to the teacher's); the RMSE with them is reported too")
+    parser.add_argument("--scene", default="teacher_learner",
+                        help="the bundled teacher_learner scene, or the MJCF file of ONE robot: it is attached "
+                             "twice at run time (teacher_ and learner_ copies; see docs/own_robot.md)")
+    parser.add_argument("--position-kp", type=float, default=0.0,
+                        help="with --scene FILE: position servo gain for joints no actuator drives (0 = none)")
+    parser.add_argument("--end-effector-site", default="auto",
+                        help="site published as <robot>/end_effector (auto: a site named end_effector)")
+    parser.add_argument("--lead", default=None,
+                        help="er_node lead in s, or 'auto' (the teacher servo's lag measured on the recordings); "
+                             "default: auto with --scene FILE, else config/imitate_params.yaml's")
+    parser.add_argument("--max-step", default=None,
+                        help="er_node max_step per command, or 'auto' (2 x the fastest demonstrated change); "
+                             "default: auto with --scene FILE, else config/imitate_params.yaml's")
 
 
 class _Stage:
@@ -55,7 +74,8 @@ class _Stage:
 
 def run(args: argparse.Namespace) -> int:
     q = args.quick
-    episodes = args.episodes or (3 if q else 8)
+    own_robot = args.scene != "teacher_learner"
+    episodes = args.episodes or (3 if q else (16 if own_robot else 8))
     heldout = args.heldout if args.heldout is not None else (1 if q else 2)
     duration = args.duration or (6.0 if q else 16.0)
     epochs = args.epochs if args.epochs is not None else (30 if q else 2500)
@@ -72,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     domain = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 200
-    progress = not args.no_progress
+    from ._common import show_progress
+
+    progress = show_progress(args.no_progress)
     timings: dict[str, float] = {}
     t_start = time.monotonic()
     print(f"pvrnn-ros demo -> {out}/  (ROS_DOMAIN_ID={domain}, DDS on localhost; "
@@ -83,27 +105,68 @@ def run(args: argparse.Namespace) -> int:
     env = ros_env(domain)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
+    scene = _scene_overrides(args)
     with _Stage(timings, "record", f"1/5 record {episodes} demonstrations (sim x{args.rtf:g} real time)"):
-        bags = _record(out, env, episodes, duration, args.rtf, args.seed, progress)
+        bags = _record(out, env, episodes, duration, args.rtf, args.seed, progress, scene)
+
     with _Stage(timings, "train", f"2/5 train the PV-RNN ({epochs} epochs)"):
         trained, train_demos, test_demos = _train(out, bags, heldout, epochs, args.config, args.threads, progress)
-    with _Stage(timings, "evaluate", f"3/5 evaluate ER vs baselines on {heldout} held-out episode(s)"):
-        from pvrnn_ros.core.evaluate import evaluate
+    imitation = _imitation_overrides(args, trained.rate_hz)
+    metrics = {}
+    if not args.no_eval:
+        with _Stage(timings, "evaluate", f"3/5 evaluate ER vs baselines on {heldout} held-out episode(s)"):
+            from pvrnn_ros.core.evaluate import evaluate
 
-        metrics = evaluate(trained, test_demos, out / "eval", progress=progress, baselines=baselines)
+            metrics = evaluate(trained, test_demos, out / "eval", progress=progress, baselines=baselines)
     with _Stage(timings, "imitate", f"4/5 live ER imitation in the sim ({imitate_s:g} s, real time)"):
-        live = _imitate(out, env, domain, imitate_s, args.seed + 1000, progress)
+        live = _imitate(out, env, domain, imitate_s, args.seed + 1000, progress, scene + imitation)
     with _Stage(timings, "report", "5/5 report"):
         timings["total"] = time.monotonic() - t_start
         report = _report(out, trained, metrics, live, timings, dict(episodes=episodes, heldout=heldout,
-                         duration=duration, epochs=epochs, rtf=args.rtf, imitate_s=imitate_s, domain=domain))
+                         duration=duration, epochs=epochs, rtf=args.rtf, imitate_s=imitate_s, domain=domain,
+                         scene=args.scene, overrides=scene + imitation, settle=args.settle))
     total = time.monotonic() - t_start
     print(f"\ndemo done in {total:.0f} s; report: {report}")
     return 0
 
 
 # ----------------------------------------------------------------------------- 1. record
-def _record(out: Path, env: dict, episodes: int, duration: float, rtf: float, seed: int, progress: bool) -> list[Path]:
+def _scene_overrides(args) -> list[str]:
+    """Node parameters that put the user's robot in both graphs (nothing for the bundled scene)."""
+    if args.scene == "teacher_learner":
+        return [f"sim_node.end_effector_site:={args.end_effector_site}"] if args.end_effector_site != "auto" else []
+    path = Path(args.scene)
+    if not path.is_file():
+        raise SystemExit(f"pvrnn-ros demo: error: --scene {args.scene!r} is neither 'teacher_learner' nor an MJCF file")
+    path = path.resolve()
+    return [f"sim_node.scene:={path}", "sim_node.pair:=['teacher_', 'learner_']",
+            f"sim_node.position_kp:={float(args.position_kp)}", f"sim_node.end_effector_site:={args.end_effector_site}",
+            f"demonstrator_node.scene:={path}"]
+
+
+def _imitation_overrides(args, model_rate: float) -> list[str]:
+    """er_node lead / max_step: given, or measured on the robot in the physics ('auto')."""
+    from pvrnn_ros.sim.tuning import imitation_settings_in_sim
+
+    own_robot = args.scene != "teacher_learner"
+    lead = args.lead if args.lead is not None else ("auto" if own_robot else None)
+    step = args.max_step if args.max_step is not None else ("auto" if own_robot else None)
+    tuned = imitation_settings_in_sim(args.scene, args.position_kp, model_rate)
+    used = "auto" in (lead, step)
+    print(f"  imitation settings measured on the robot: {tuned.notes}"
+          + ("" if used else " (not used: the bundled arm keeps config/imitate_params.yaml's)"))
+    lead = f"{tuned.lead:.3f}" if lead == "auto" else lead
+    step = f"{tuned.max_step:.4f}" if step == "auto" else step
+    out = []
+    if lead is not None:
+        out.append(f"er_node.lead:={float(lead)}")
+    if step is not None:
+        out.append(f"er_node.max_step:={float(step)}")
+    return out
+
+
+def _record(out: Path, env: dict, episodes: int, duration: float, rtf: float, seed: int, progress: bool,
+            scene: list[str]) -> list[Path]:
     from tqdm.auto import tqdm
 
     from pvrnn_ros.bringup import Bringup
@@ -115,7 +178,7 @@ def _record(out: Path, env: dict, episodes: int, duration: float, rtf: float, se
         f"recorder_node.episode_duration:={duration}",
         f"sim_node.real_time_factor:={rtf}",
         f"demonstrator_node.seed:={seed}",
-    ], env=env)
+    ] + scene, env=env)
     procs = up.start()
     for p in procs:
         print(f"  {p.spec.name}: log {p.log}")
@@ -173,13 +236,17 @@ def _train(out: Path, bags: list[Path], heldout: int, epochs: int, config: str |
     import torch
 
     from pvrnn_ros.core.config import Config
-    from pvrnn_ros.core.data import read_any
+    from pvrnn_ros.core.data import read_any, read_joint_types, select_joints
     from pvrnn_ros.core.train import train
 
     torch.set_num_threads(max(1, threads))
-    demos = [read_any(b, topic="/teacher/joint_states") for b in bags]
-    train_demos, test_demos = demos[:-heldout], demos[-heldout:]
     cfg = Config.load(config) if config else Config()
+    demos = [read_any(b, topic="/teacher/joint_states") for b in bags]
+    chosen = select_joints(demos[0].joint_names, cfg.data.joints, read_joint_types(bags[0], "/teacher/joint_states"))
+    for note in chosen.notes:
+        print(f"  note: {note}")
+    demos = [d.select(chosen.names) for d in demos]
+    train_demos, test_demos = demos[:-heldout], demos[-heldout:]
     cfg.train.threads = max(1, threads)
     print(f"  train on {[d.name for d in train_demos]}, hold out {[d.name for d in test_demos]}; "
           f"joints {train_demos[0].joint_names}; model rate {cfg.data.rate_hz:g} Hz")
@@ -247,14 +314,15 @@ class _Monitor:
         self.ctx.try_shutdown()
 
 
-def _imitate(out: Path, env: dict, domain: int, seconds: float, seed: int, progress: bool) -> dict:
+def _imitate(out: Path, env: dict, domain: int, seconds: float, seed: int, progress: bool,
+             overrides: list[str]) -> dict:
     from tqdm.auto import tqdm
 
     from pvrnn_ros.bringup import Bringup
 
     model = (out / "model" / "model.pt").resolve()
     up = Bringup("imitate", out / "logs" / "imitate", [
-        f"er_node.model_path:={model}", f"demonstrator_node.seed:={seed}"], env=env)
+        f"er_node.model_path:={model}", f"demonstrator_node.seed:={seed}"] + overrides, env=env)
     mon = _Monitor(domain)
     procs = up.start()
     for p in procs:
@@ -299,7 +367,8 @@ def _report(out: Path, trained, metrics: dict, live: dict, timings: dict, settin
     lines = ["# pvrnn-ros demo report", ""]
     lines += [f"Settings: {settings['episodes']} episodes x {settings['duration']:g} s recorded at "
               f"{settings['rtf']:g}x real time ({settings['heldout']} held out), {settings['epochs']} training epochs, "
-              f"{settings['imitate_s']:g} s live imitation; ROS_DOMAIN_ID {settings['domain']} on localhost.", ""]
+              f"{settings['imitate_s']:g} s live imitation; ROS_DOMAIN_ID {settings['domain']} on localhost. "
+              f"Scene: {settings['scene']}; overrides: {' '.join(settings['overrides']) or 'none'}.", ""]
     lines += ["| stage | wall time |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} s |" for k, v in timings.items()]
     lines += ["", "Data: `bags/` (rosbag2 MCAP, one directory per episode); model: `model/model.pt` "
@@ -315,13 +384,19 @@ def _report(out: Path, trained, metrics: dict, live: dict, timings: dict, settin
     # tracking
     lines += ["## Live imitation: the learner follows the teacher", ""]
     teacher, learner = d["teacher"], d["learner"]
+    tracking = {}
     if teacher and learner:
         tt = np.array([t for t, _ in teacher]) - t0
         tq = np.array([v for _, v in teacher])
         lt = np.array([t for t, _ in learner]) - t0
         lq = np.array([v for _, v in learner])
         lq_on_t = np.stack([np.interp(tt, lt, lq[:, j]) for j in range(lq.shape[1])], 1)
-        ok = (tt >= lt[0]) & (tt <= lt[-1])
+        np.savez(out / "live_tracking.npz", teacher_t=tt, teacher_q=tq, learner_t=lt, learner_q=lq,
+                 joint_names=np.array(names))
+        covered = (tt >= lt[0]) & (tt <= lt[-1])
+        rmse_all = float(np.sqrt(np.mean((lq_on_t[covered] - tq[covered]) ** 2)))
+        settle = float(settings.get("settle", 0.0))
+        ok = covered & (tt >= settle)
         rmse = float(np.sqrt(np.mean((lq_on_t[ok] - tq[ok]) ** 2)))
         # the same error for a learner that copied the teacher 0.1 .. 0.5 s late (what no prediction gives)
         lag_rmse = {}
@@ -330,7 +405,11 @@ def _report(out: Path, trained, metrics: dict, live: dict, timings: dict, settin
             m = ok & (tt - lag >= tt[0])
             lag_rmse[lag] = float(np.sqrt(np.mean((delayed[m] - tq[m]) ** 2)))
         best_lag = _best_lag(tt, tq, lq_on_t, ok)
-        lines += [f"Tracking RMSE learner vs teacher: **{rmse:.4f} rad** (all joints, {ok.sum()} samples). "
+        tracking = {"rmse": rmse, "rmse_including_settle": rmse_all, "settle_s": settle, "delayed_copy_rmse": {f"{k:g}": v for k, v in lag_rmse.items()},
+                    "ratio_to_delayed_copy_0.1s": rmse / lag_rmse[0.1] if lag_rmse[0.1] > 0 else float("nan"),
+                    "best_lag_s": best_lag, "samples": int(ok.sum()), "joints": names}
+        lines += [f"Tracking RMSE learner vs teacher: **{rmse:.4f} rad** (all joints, {ok.sum()} samples after "
+                  f"the first {settle:g} s; {rmse_all:.4f} with them). "
                   f"Reference: a perfect copy delayed by 0.1/0.2/0.3/0.5 s would score "
                   + "/".join(f"{v:.4f}" for v in lag_rmse.values())
                   + f" rad. Best-fit lag of the learner behind the teacher: {best_lag:+.2f} s.", ""]
@@ -400,8 +479,11 @@ def _report(out: Path, trained, metrics: dict, live: dict, timings: dict, settin
         if live.get("er_summary"):
             lines += [f"er_node's own summary (whole run): `{live['er_summary']}`", ""]
         lines += ["![latency](latency.png)", ""]
-    (out / "live_summary.json").write_text(json.dumps({"latency": lat_stats, "timings": timings,
+    (out / "live_summary.json").write_text(json.dumps({"latency": lat_stats, "timings": timings, "tracking": tracking,
                                                        "exit_codes": live["exit_codes"]}, indent=2))
+    if tracking:
+        print(f"tracking RMSE {tracking['rmse']:.4f} (joint units) vs a perfect copy delayed by 0.1 s "
+              f"{tracking['delayed_copy_rmse']['0.1']:.4f}: ratio {tracking['ratio_to_delayed_copy_0.1s']:.2f}")
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

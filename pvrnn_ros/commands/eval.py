@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._common import ConfigError, fail, out_dir
+from ._common import ConfigError, fail, out_dir, show_progress
 
 HELP = "run error regression over held-out demonstrations against baselines"
 DESCRIPTION = (
@@ -47,7 +47,8 @@ def add_arguments(p):
     p.add_argument("--no-lstm", action="store_true", help="skip the LSTM baseline")
     p.add_argument("--rate", type=float, default=None, help="rate of CSV/NPZ files without time")
     p.add_argument("--topic", default=None, help="JointState topic in rosbag2 recordings")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (never shown when stderr "
+                   "is not a terminal)")
 
 
 def run(args) -> int:
@@ -78,7 +79,7 @@ def run(args) -> int:
         out = out_dir(args.out)
         print(f"{len(demos)} held-out demonstrations from {data}")
         if any(len(v) > 1 for v in grid.values()):
-            sweep(trained, demos, out, grid, cfg, progress=not args.no_progress)
+            sweep(trained, demos, out, grid, cfg, progress=show_progress(args.no_progress))
             print((out / "sweep.md").read_text())
             return 0
         methods = (("er", "no_er", "hold", "const_velocity") + (() if args.no_gru else ("gru",))
@@ -90,7 +91,7 @@ def run(args) -> int:
             baselines.max_epochs = args.baseline_max_epochs
         if args.baseline_patience is not None:
             baselines.patience = args.baseline_patience
-        evaluate(trained, demos, out, cfg, progress=not args.no_progress, baselines=baselines.validate(),
+        evaluate(trained, demos, out, cfg, progress=show_progress(args.no_progress), baselines=baselines.validate(),
                  methods=methods)
     except (CheckpointError, DataError, ConfigError, ValueError) as exc:
         return fail(str(exc))

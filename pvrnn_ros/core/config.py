@@ -106,6 +106,8 @@ class DataConfig:
     margin: float = 0.0  # widen each joint's range by this fraction before scaling
     modalities: list[ModalityConfig] = field(default_factory=list)  # learned beside the joints
     joint_weight: float = 1.0  # weight of the joints' reconstruction term when modalities are present
+    # joints to learn, by name; None = every revolute joint (prismatic ones only when listed here)
+    joints: list[str] | None = None
 
     def validate(self, key: str = "data") -> None:
         _require(self.rate_hz > 0 and math.isfinite(self.rate_hz), f"{key}.rate_hz", self.rate_hz, "a rate > 0 Hz")
@@ -118,6 +120,18 @@ class DataConfig:
             m.validate(f"{key}.modalities[{i}]")
             _require(m.name not in seen, f"{key}.modalities[{i}].name", m.name, "a name used once")
             seen.add(m.name)
+        _validate_joint_list(self.joints, f"{key}.joints")
+
+
+def _validate_joint_list(joints: list[str] | None, key: str) -> None:
+    """`data.joints`: None, or a non-empty list of distinct, non-empty joint names."""
+    if joints is None:
+        return
+    _require(len(joints) > 0, key, joints, "a non-empty list of joint names, or null for every revolute joint")
+    for i, name in enumerate(joints):
+        _require(isinstance(name, str) and name.strip() != "", f"{key}[{i}]", name, "a joint name")
+    dup = sorted({j for j in joints if joints.count(j) > 1})
+    _require(not dup, key, joints, f"distinct joint names (repeated: {dup})")
 
 
 @dataclass

@@ -456,3 +456,104 @@ def pad_batch(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         out[i, : len(s)] = s
         mask[i, : len(s)] = 1.0
     return out, mask
+
+
+# ------------------------------------------------------------------------------------- joint selection
+# Which recorded joints a model learns. JointState carries no joint types or units, so they come
+# from a robot description (URDF) recorded with the data: the `<robot>/robot_description` topic
+# in a bag (what robot_state_publisher publishes on a real robot, and what sim_node publishes), or
+# a `robot_description.urdf` file beside CSV/NPZ files (what `pvrnn-ros synth` writes).
+
+JOINT_UNITS = {"revolute": "rad", "continuous": "rad", "prismatic": "m"}
+ROBOT_DESCRIPTION_FILE = "robot_description.urdf"
+
+
+@dataclass
+class JointSelection:
+    names: list[str]  # joints to learn, in the data's order (or the requested order)
+    units: list[str]  # "rad", "m" or "?" (type unknown), one per name
+    notes: list[str] = field(default_factory=list)  # what was left out and why
+
+
+def parse_robot_description(urdf: str, source: str = "robot_description") -> dict[str, str]:
+    """{joint name: URDF type} of the movable joints (revolute, continuous, prismatic) of a URDF."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(urdf)
+    except ET.ParseError as exc:
+        raise DataError(f"{source}: not a readable URDF ({exc})") from None
+    return {j.get("name"): j.get("type") for j in root.iter("joint")
+            if j.get("name") and j.get("type") in JOINT_UNITS}
+
+
+def read_joint_types(path: str | Path, topic: str | None = None) -> dict[str, str] | None:
+    """Joint types recorded with the demonstration at `path`, or None when it has no description.
+
+    A bag: the first std_msgs/String on `<namespace of topic>/robot_description` (or on the only
+    `*robot_description` topic). A CSV/NPZ file or a directory: robot_description.urdf beside it."""
+    path = Path(path)
+    if is_rosbag(path):
+        from rosbags.highlevel import AnyReader
+
+        with AnyReader([path]) as reader:
+            conns = [c for c in reader.connections if c.msgtype == "std_msgs/msg/String"
+                     and c.topic.rstrip("/").endswith("robot_description")]
+            if topic is not None:
+                ns = topic.rstrip("/").rsplit("/", 1)[0] if "/" in topic.strip("/") else ""
+                wanted = [c for c in conns if c.topic.rstrip("/") == f"{ns}/robot_description"]
+                conns = wanted or (conns if len({c.topic for c in conns}) == 1 else [])
+            elif len({c.topic for c in conns}) > 1:
+                return None  # several robots and no JointState topic to tell which one
+            for conn, _stamp, raw in reader.messages(connections=conns):
+                return parse_robot_description(reader.deserialize(raw, conn.msgtype).data, f"{path}:{conn.topic}")
+        return None
+    folder = path if path.is_dir() else path.parent
+    urdf = folder / ROBOT_DESCRIPTION_FILE
+    if urdf.is_file():
+        return parse_robot_description(urdf.read_text(), str(urdf))
+    return None
+
+
+def joint_types_under(path: str | Path, topic: str | None = None) -> dict[str, str] | None:
+    """The first robot description found among the demonstrations under `path` (see read_joint_types)."""
+    for p in discover(path):
+        types = read_joint_types(p, topic)
+        if types:
+            return types
+    return None
+
+
+def select_joints(available: list[str], requested: list[str] | None = None,
+                  joint_types: dict[str, str] | None = None) -> JointSelection:
+    """The joints to learn out of the recorded `available` ones (see DataConfig.joints).
+
+    `requested` names them explicitly (any type). Otherwise: every revolute/continuous joint of
+    the robot description; without a description, every recorded joint. Columns named
+    `<modality>.<component>` (e.g. end_effector.x) are never joints."""
+    types = joint_types or {}
+    candidates = [n for n in available if "." not in n]
+    notes: list[str] = []
+    if requested:
+        missing = [j for j in requested if j not in available]
+        if missing:
+            raise DataError(f"data.joints names {missing}, which the demonstrations do not have; "
+                            f"recorded joints: {candidates}")
+        names = list(requested)
+    elif joint_types:
+        names = [n for n in candidates if types.get(n) in ("revolute", "continuous")]
+        prismatic = [n for n in candidates if types.get(n) == "prismatic"]
+        unknown = [n for n in candidates if n not in types]
+        if prismatic:
+            notes.append(f"left out prismatic joints {prismatic} (metres); list them in data.joints / --joints "
+                         "to learn them")
+        if unknown:
+            notes.append(f"left out joints {unknown}: not in the robot description (type unknown)")
+        if not names:
+            raise DataError(f"no revolute joint among the recorded joints {candidates}; choose joints with "
+                            "data.joints / --joints")
+    else:
+        names = candidates
+        notes.append(f"no robot description with the data: joint types unknown, all {len(names)} joints "
+                     "learned (units unknown); choose with data.joints / --joints")
+    return JointSelection(names, [JOINT_UNITS.get(types.get(n, ""), "?") for n in names], notes)

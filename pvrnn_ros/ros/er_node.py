@@ -701,9 +701,12 @@ class ERNode(LifecycleNode):
         if not self.safety.ready:
             if self.feedback is None:
                 waited = time.monotonic() - self._feedback_wait_since
-                if waited > FEEDBACK_WARN_S:  # a wrong feedback_topic must not fail silently
-                    self.throttle.warn("fb", f"no joint states from the commanded robot on {self.feedback_topic} "
-                                       f"for {waited:.0f} s: not commanding (check feedback_topic)")
+                if waited > FEEDBACK_WARN_S:  # a wrong feedback_topic must not fail silently: name the candidates
+                    carrying = sorted(name for name, types in self.get_topic_names_and_types()
+                                      if "sensor_msgs/msg/JointState" in types)
+                    self.throttle.warn("fb", f"no JointState on feedback_topic {self.feedback_topic!r} for "
+                                       f"{waited:.0f} s: not commanding (check feedback_topic). Topics carrying "
+                                       f"JointState now: {carrying or 'none'}")
                 else:
                     self.throttle.info("fb", "waiting for the commanded robot's joint states before commanding")
                 return

@@ -2,8 +2,18 @@
 
 Per robot prefix p (robot name r = p without the trailing "_", e.g. "teacher"):
   publishes  r/joint_states                       sensor_msgs/JointState (names without the prefix)
-  subscribes r/<controller>/commands              std_msgs/Float64MultiArray (order: `joints` param)
-             r/<controller>/joint_trajectory      trajectory_msgs/JointTrajectory (by joint name)
+             r/end_effector                       geometry_msgs/PointStamped (world frame, same stamp)
+                                                  of the site `end_effector_site` names (auto: a site
+                                                  "<p>end_effector" if the model has one)
+             r/robot_description                  std_msgs/String, a minimal URDF of the robot's joints
+                                                  (types, limits), transient-local and repeated at 1 Hz
+  subscribes r/<controller>/commands              std_msgs/Float64MultiArray ordered by `r.joints`
+                                                  (else `joints`, else all the robot's actuated joints);
+                                                  that list may be a subset: the other joints hold
+             r/<controller>/joint_trajectory      trajectory_msgs/JointTrajectory (by joint name; any
+                                                  subset of the robot's joints, the others hold)
+  Any one-robot MJCF becomes a teacher/learner pair with `pair: ["teacher_", "learner_"]` (attached
+  at run time, nothing copied); `position_kp` adds position servos to joints no actuator drives.
   /clock (rosgraph_msgs/Clock) from sim time when `publish_clock` (default: = use_sim_time).
   ~/reset: std_srvs/Trigger service (when std_srvs is installed) and std_msgs/Empty topic.
   /diagnostics (diagnostic_msgs/DiagnosticArray, 1 Hz): "sim_node: simulation", the measured
@@ -20,9 +30,9 @@ import time
 
 import numpy as np
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from .common import HAVE_STD_SRVS, Throttle, param, run_node  # noqa: F401 - param: the issue-15 declarations
+from .common import HAVE_STD_SRVS, Throttle, param, run_node  # param: the per-robot <robot>.joints
 from .diagnostics import DiagnosticsUpdater, rtf_health
 from .params import Param, ParamTable
 from .conversions import TrajectoryFollower, make_joint_state, robot_name, sec_to_stamp, trajectory_points
@@ -31,6 +41,14 @@ NODE_NAME = "sim_node"
 
 PARAMS = ParamTable(NODE_NAME, [
     Param("scene", "teacher_learner", "bundled scene name or MJCF path", read_only=True),
+    Param("pair", [""], "attach the scene's (one-robot) model once per prefix, e.g. ['teacher_', 'learner_']; "
+          "[''] = use the scene as it is", read_only=True),
+    Param("pair_spacing", 1.0, "m between the attached copies (along y)", low=0.0, high=1000.0, read_only=True),
+    Param("position_kp", 0.0, "with `pair`: position servo gain added to joints no actuator drives (N m/rad); "
+          "0 = none", low=0.0, high=1e9, read_only=True),
+    Param("keyframe", "home", "reset keyframe ('home', else the model's first one)", read_only=True),
+    Param("end_effector_site", "auto", "site (name without the robot prefix) published as <robot>/end_effector; "
+          "auto = 'end_effector' if present; '' = none", read_only=True),
     Param("robots", ["teacher_", "learner_"], "joint-name prefixes, one per robot ('' = whole model)", read_only=True),
     Param("publish_rate", 50.0, "joint_states rate in Hz of sim time", low=0.001, high=10000.0, read_only=True),
     Param("real_time_factor", 1.0, "sim speed vs wall clock; 0 = as fast as possible", low=0.0, high=1000.0,
@@ -38,7 +56,9 @@ PARAMS = ParamTable(NODE_NAME, [
     Param("control_dt", 0.02, "control step (s), a multiple of the physics step", low=1e-6, high=10.0,
           read_only=True),
     Param("controller", "forward_position_controller", "controller name in command topics", read_only=True),
-    Param("joints", [""], "command joint order (short names); [''] = model order", read_only=True),
+    Param("joints", [""], "command joint order (short names) of every robot without its own <robot>.joints "
+          "(declared per robot, e.g. teacher.joints); [''] = all the robot's actuated joints, model order",
+          read_only=True),
     Param("publish_clock", "auto", "publish /clock: true, false or auto (= use_sim_time)",
           choices=("auto", "true", "false"), read_only=True),
     Param("max_steps_per_tick", 50, "cap on control steps per timer tick", low=1, high=100000, read_only=True),
@@ -48,27 +68,36 @@ PARAMS = ParamTable(NODE_NAME, [
 
 
 class _Robot:
-    def __init__(self, prefix: str, full: list[str], short: list[str], cmd_order: list[str]):
+    def __init__(self, prefix: str, full: list[str], short: list[str], cmd_order: list[str], site: str | None):
         self.prefix = prefix
+        self.site = site  # end-effector site (full name) or None
         self.name = robot_name(prefix)
         self.full = full  # joint names in the sim (with prefix), model order
         self.short = short  # published names (prefix stripped)
         self.cmd_full = cmd_order  # full names in the order of Float64MultiArray commands
         self.follower: TrajectoryFollower | None = None
         self.pub = None
+        self.ee_pub = None
+        self.description = ""
 
 
 class SimNode(Node):
     def __init__(self):
         super().__init__(NODE_NAME)
         from pvrnn_ros.sim.arm_sim import ArmSim
-        from pvrnn_ros.sim.scenes import SCENES, scene_path
+        from pvrnn_ros.sim.robot import resolve_scene, robot_description_urdf
+        from pvrnn_ros.sim.scenes import robot_pair_spec
 
         p = PARAMS.declare(self)
         problems = PARAMS.check_all(p)
         if problems:
             raise ValueError("; ".join(problems))
         scene = p["scene"]
+        pair = [x for x in p["pair"] if x]
+        pair_spacing = float(p["pair_spacing"])
+        position_kp = float(p["position_kp"])
+        keyframe = p["keyframe"]
+        ee_site = p["end_effector_site"]
         robots = p["robots"]
         self.publish_rate = float(p["publish_rate"])
         self.rtf = float(p["real_time_factor"])
@@ -81,8 +110,9 @@ class SimNode(Node):
         init_noise = float(p["init_noise"])
         self.throttle = Throttle(self.get_logger())
 
-        path = str(scene_path(scene)) if scene in SCENES else scene
-        self.sim = ArmSim(path, control_dt=control_dt, seed=seed, init_noise=init_noise)
+        path = resolve_scene(scene)
+        model = robot_pair_spec(path, tuple(pair), pair_spacing, position_kp) if pair else path
+        self.sim = ArmSim(model, control_dt=control_dt, seed=seed, init_noise=init_noise, keyframe=keyframe or None)
         use_sim_time = bool(self.get_parameter("use_sim_time").value)
         self.publish_clock = use_sim_time if str(publish_clock).lower() == "auto" else str(publish_clock).lower() == "true"
         self.use_sim_stamps = use_sim_time or self.publish_clock
@@ -92,19 +122,34 @@ class SimNode(Node):
         for prefix in robots:
             full = self.sim.robot_joints(prefix) if prefix else list(self.sim.joint_names)
             short = [self.sim.strip_prefix(n, prefix) for n in full]
-            if joints:
-                unknown = [j for j in joints if j not in short]
+            name = robot_name(prefix)
+            own = [j for j in param(self, f"{name or 'robot'}.joints", [""],
+                                    f"command joint order of robot {name or '<root>'!r} (overrides `joints`)") if j]
+            chosen, key = (own, f"{name or 'robot'}.joints") if own else (joints, "joints")
+            if chosen:
+                unknown = [j for j in chosen if j not in short]
                 if unknown:
-                    raise ValueError(f"joints parameter names {unknown} unknown to robot {prefix!r} ({short})")
-                order = [prefix + j for j in joints]
+                    raise ValueError(f"parameter {key} names {unknown}, not actuated joints of robot "
+                                     f"{name or '<root>'!r}; its joints: {short}")
+                order = [prefix + j for j in chosen]
             else:
                 order = full
-            self.robots.append(_Robot(prefix, full, short, order))
+            self.robots.append(_Robot(prefix, full, short, order, self._site_for(prefix, ee_site)))
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        from geometry_msgs.msg import PointStamped
+        from std_msgs.msg import String
+
+        self._PointStamped, self._String = PointStamped, String
         for r in self.robots:
             ns = f"{r.name}/" if r.name else ""
             r.pub = self.create_publisher(_JointState(), f"{ns}joint_states", reliable)
+            if r.site is not None:
+                r.ee_pub = self.create_publisher(PointStamped, f"{ns}end_effector", reliable)
+            lo, hi = self.sim.joint_limits(r.full)
+            r.description = robot_description_urdf(r.name, r.short, self.sim.joint_types(r.full), lo, hi)
+            r.description_pub = self.create_publisher(String, f"{ns}robot_description", latched)
             self.create_subscription(_Float64MultiArray(), f"{ns}{controller}/commands",
                                      lambda m, r=r: self._on_commands(r, m), 10)
             self.create_subscription(_JointTrajectory(), f"{ns}{controller}/joint_trajectory",
@@ -132,8 +177,14 @@ class SimNode(Node):
         from rclpy.clock import Clock as RclClock, ClockType
 
         self.timer = self.create_timer(period, self._tick, clock=RclClock(clock_type=ClockType.STEADY_TIME))
+        self.create_timer(1.0, self._publish_descriptions, clock=RclClock(clock_type=ClockType.STEADY_TIME))
+        self._publish_descriptions()
+        for r in self.robots:
+            self.get_logger().info(
+                f"robot {r.name or '<root>'}: joints {r.short}; commands ordered by {[self.sim.strip_prefix(n, r.prefix) for n in r.cmd_full]}; "
+                f"end effector {r.site or 'none'}")
         self.get_logger().info(
-            f"scene {path}: robots {[r.name or '<root>' for r in self.robots]}, control_dt {self.sim.control_dt:g} s, "
+            f"scene {path}{f' x {pair}' if pair else ''} (keyframe {self.sim.keyframe}): robots {[r.name or '<root>' for r in self.robots]}, control_dt {self.sim.control_dt:g} s, "
             f"publish {self.publish_rate:g} Hz, real_time_factor {self.rtf:g}, /clock {self.publish_clock}")
         self._publish()
         self._rtf_mark = (time.monotonic(), self.sim.time)
@@ -150,12 +201,30 @@ class SimNode(Node):
         r.add("requested real-time factor", self.rtf)
         r.add("sim time (s)", sim_t)
 
+    def _site_for(self, prefix: str, ee_site: str) -> str | None:
+        if not ee_site:
+            return None
+        sites = self.sim.site_names(prefix)
+        if ee_site == "auto":
+            return f"{prefix}end_effector" if f"{prefix}end_effector" in sites else None
+        if prefix + ee_site not in sites:
+            raise ValueError(f"end_effector_site {ee_site!r}: robot {robot_name(prefix) or '<root>'!r} has no site "
+                             f"{prefix + ee_site!r}; its sites: {sites}")
+        return prefix + ee_site
+
+    def _publish_descriptions(self) -> None:
+        for r in self.robots:
+            r.description_pub.publish(self._String(data=r.description))
+
     # ------------------------------------------------------------------ callbacks
     def _on_commands(self, robot: _Robot, msg) -> None:
         data = np.asarray(msg.data, dtype=np.float64)
         if data.shape[0] != len(robot.cmd_full):
-            self.throttle.warn(f"len/{robot.name}", f"{robot.name} commands: got {data.shape[0]} values for "
-                               f"{len(robot.cmd_full)} joints {robot.cmd_full}; ignored")
+            key = f"{robot.name or 'robot'}.joints"
+            self.throttle.warn(f"len/{robot.name}", f"{robot.name or '<root>'} commands: got {data.shape[0]} values "
+                               f"for the {len(robot.cmd_full)} command joints "
+                               f"{[self.sim.strip_prefix(n, robot.prefix) for n in robot.cmd_full]}; ignored. "
+                               f"Set sim_node's {key} (or joints) to the joints the sender orders its commands by")
             return
         ok = np.isfinite(data)
         if not ok.all():
@@ -227,6 +296,12 @@ class SimNode(Node):
         stamp = t_sim if self.use_sim_stamps else time.time()
         for r in self.robots:
             r.pub.publish(make_joint_state(r.short, self.sim.positions(r.full), self.sim.velocities(r.full), stamp))
+            if r.ee_pub is not None:
+                msg = self._PointStamped()
+                msg.header.stamp = sec_to_stamp(stamp)
+                msg.header.frame_id = "world"
+                msg.point.x, msg.point.y, msg.point.z = (float(v) for v in self.sim.site_position(r.site))
+                r.ee_pub.publish(msg)
 
 
 def _JointState():

@@ -25,11 +25,17 @@ _NAME = mujoco.mjtObj
 _HINGE_SLIDE = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
 
 
-def load_model(mjcf: str | os.PathLike) -> tuple[mujoco.MjModel, str]:
-    """Compile an MJCF given as a file path or an XML string; returns (model, label).
+def load_model(mjcf) -> tuple[mujoco.MjModel, str]:
+    """Compile an MJCF given as a file path, an XML string or an `mujoco.MjSpec`; returns (model, label).
 
     A malformed model raises ValueError with MuJoCo's message and the file name.
     """
+    if isinstance(mjcf, mujoco.MjSpec):
+        label = f"<MjSpec {mjcf.modelname}>"
+        try:
+            return mjcf.compile(), label
+        except ValueError as exc:
+            raise ValueError(f"failed to compile {label}: {exc}") from None
     if isinstance(mjcf, os.PathLike) or (isinstance(mjcf, str) and not mjcf.lstrip().startswith("<")):
         path = Path(mjcf)
         if not path.is_file():
@@ -82,10 +88,12 @@ class ArmSim:
         seed: seed for the reset noise generator (see `init_noise`).
         init_noise: half-width (rad or m) of uniform noise added to the initial positions
             on `reset` (0 = deterministic start).
-        keyframe: keyframe used by `reset` when present in the model (default "home").
+        keyframe: keyframe used by `reset`. The default "home" falls back to the model's first
+            keyframe when none is named "home" (unnamed keyframes are common), and to qpos0 when
+            the model has none; any other name must exist. None: always qpos0.
     """
 
-    def __init__(self, mjcf: str | os.PathLike, control_dt: float = 0.02, seed: int | None = None,
+    def __init__(self, mjcf, control_dt: float = 0.02, seed: int | None = None,
                  init_noise: float = 0.0, keyframe: str | None = "home"):
         self.model, self.source = load_model(mjcf)
         self.data = mujoco.MjData(self.model)
@@ -134,12 +142,30 @@ class ArmSim:
                     break
         self._gear = np.where(self._act >= 0, m.actuator_gear[np.maximum(self._act, 0), 0], 1.0)
         self._idx_cache: dict[tuple[str, ...], np.ndarray] = {}
-        self._key = -1
-        if keyframe is not None:
-            self._key = mujoco.mj_name2id(m, _NAME.mjOBJ_KEY, keyframe)
+        self._key = self._find_keyframe(keyframe)
         self._renderer = None
         self.seed = seed
         self.reset(seed)
+
+    def _find_keyframe(self, keyframe: str | None) -> int:
+        m = self.model
+        if keyframe is None or m.nkey == 0 and keyframe == "home":
+            return -1
+        key = mujoco.mj_name2id(m, _NAME.mjOBJ_KEY, keyframe)
+        if key >= 0:
+            return key
+        if keyframe == "home":
+            return 0  # no "home": the model's first keyframe is its start pose
+        names = [mujoco.mj_id2name(m, _NAME.mjOBJ_KEY, k) or f"<unnamed #{k}>" for k in range(m.nkey)]
+        raise ValueError(f"{self.source}: no keyframe named {keyframe!r}; the model's keyframes: "
+                         f"{names or 'none'}")
+
+    @property
+    def keyframe(self) -> str | None:
+        """Name of the keyframe `reset` uses ("<unnamed #k>" when it has none), or None for qpos0."""
+        if self._key < 0:
+            return None
+        return mujoco.mj_id2name(self.model, _NAME.mjOBJ_KEY, self._key) or f"<unnamed #{self._key}>"
 
     # ------------------------------------------------------------------ names
     def _indices(self, names: Sequence[str] | None) -> np.ndarray:
@@ -168,6 +194,40 @@ class ArmSim:
     def strip_prefix(name: str, prefix: str) -> str:
         """`name` without a leading `prefix` ("teacher_elbow" -> "elbow"); unchanged if absent."""
         return name[len(prefix):] if prefix and name.startswith(prefix) else name
+
+    def joint_types(self, names: Sequence[str] | None = None) -> list[str]:
+        """URDF-style joint type per joint: "revolute" (limited hinge), "continuous" (unlimited
+        hinge) or "prismatic" (slide)."""
+        out = []
+        for i in self._indices(names):
+            j = self._jids[i]
+            if int(self.model.jnt_type[j]) == int(mujoco.mjtJoint.mjJNT_SLIDE):
+                out.append("prismatic")
+            else:
+                out.append("revolute" if np.isfinite(self._lower[i]) else "continuous")
+        return out
+
+    def start_positions(self, names: Sequence[str] | None = None) -> np.ndarray:
+        """Joint positions `reset` starts from (the keyframe, else qpos0), clipped to the limits."""
+        m = self.model
+        qpos = m.key_qpos[self._key] if self._key >= 0 else m.qpos0
+        idx = self._indices(names)
+        return np.clip(np.asarray(qpos)[self._qadr[idx]], self._lower[idx], self._upper[idx])
+
+    def site_names(self, prefix: str = "") -> list[str]:
+        """Names of the model's sites that start with `prefix`."""
+        names = [mujoco.mj_id2name(self.model, _NAME.mjOBJ_SITE, k) or "" for k in range(self.model.nsite)]
+        return [n for n in names if n and n.startswith(prefix)]
+
+    def site_position(self, site: str) -> np.ndarray:
+        """World position (x, y, z in metres) of a named site, as of the last step/reset."""
+        sid = mujoco.mj_name2id(self.model, _NAME.mjOBJ_SITE, site)
+        if sid < 0:
+            raise ValueError(f"{self.source}: no site named {site!r}; sites: {self.site_names()}")
+        if self._kinematics_stale:
+            mujoco.mj_kinematics(self.model, self.data)  # positions only; the next mj_step redoes all
+            self._kinematics_stale = False
+        return self.data.site_xpos[sid].copy()
 
     # ------------------------------------------------------------------ state
     @property
@@ -229,6 +289,7 @@ class ArmSim:
     def step(self, n: int = 1) -> None:
         """Advance `n` control steps (n * control_dt seconds of physics)."""
         mujoco.mj_step(self.model, self.data, nstep=self.n_substeps * int(n))
+        self._kinematics_stale = True  # mj_step leaves site_xpos at the pre-integration qpos
 
     def reset(self, seed: int | None = None, positions=None) -> None:
         """Reset time to 0 and the arm to the keyframe (if any) or the model's qpos0.
@@ -264,6 +325,7 @@ class ArmSim:
         if np.any(ok):
             d.ctrl[self._act[ok]] = d.qpos[self._qadr[ok]] * self._gear[ok]
         mujoco.mj_forward(m, d)
+        self._kinematics_stale = False
 
     # ------------------------------------------------------------------ rendering
     def render(self, width: int = 640, height: int = 480, camera: str | int | None = None) -> np.ndarray:

@@ -10,9 +10,11 @@ ends at the shared via posture ``HOME_U`` with zero velocity and acceleration (m
 segments / a minimum-jerk envelope), so any chain of primitives is C2-continuous at the joins.
 All primitives stay within ``|u| <= 0.85`` even with amplitude jitter, i.e. inside the limits.
 
-The 7 columns of a primitive are joint *roles* (``DEFAULT_JOINT_NAMES``). For another arm, a
-joint whose name ends with a default name (``teacher_elbow`` -> ``elbow``) gets that role;
-other joints get role ``index % 7``.
+The 7 columns of a primitive are joint *roles* (``DEFAULT_JOINT_NAMES``). For another arm
+(``assign_roles``): roles given by name win; else a joint whose name ends with a default name
+(``teacher_elbow`` -> ``elbow``) gets that role; the remaining joints take the unused roles in
+role order, and joints beyond seven get the role ``hold`` (they stay at their via posture).
+``Demonstrator.role_report()`` says which joint got which role and why.
 
 FSM
 ---
@@ -46,6 +48,9 @@ __all__ = [
     "HOME_U",
     "PRIMITIVES",
     "Demonstrator",
+    "ROLE_NAMES",
+    "assign_roles",
+    "fit_working_range",
     "DemonstratorConfig",
     "default_limits",
     "home_position",
@@ -78,6 +83,8 @@ DEFAULT_JOINT_LIMITS: dict[str, tuple[float, float]] = {
 HOME_U = np.array([0.0, 0.25, 0.0, 0.2, 0.0, -0.25, 0.0])
 
 N_ROLES = len(DEFAULT_JOINT_NAMES)
+HOLD = "hold"  # a role that keeps the joint at its via posture (index N_ROLES)
+ROLE_NAMES: tuple[str, ...] = DEFAULT_JOINT_NAMES + (HOLD,)
 U_MAX = 0.95  # hard guard; primitives are designed to stay below 0.85
 
 
@@ -255,6 +262,62 @@ def _role_of(name: str, index: int) -> int:
     return index % N_ROLES
 
 
+def assign_roles(joint_names: Sequence[str], roles: Sequence[str] | None = None,
+                 types: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """(role per joint, why per joint). `roles`: one role name per joint (``ROLE_NAMES``), or
+    empty strings to leave a joint to the automatic choice (by name suffix, then the unused
+    roles in order, then ``hold``). With `types`, prismatic joints (gripper slides) hold unless
+    given a role."""
+    names = list(joint_names)
+    given = list(roles) if roles else [""] * len(names)
+    if len(given) != len(names):
+        raise ValueError(f"roles has {len(given)} entries for {len(names)} joints {names}; "
+                         f"give one role per joint (one of {list(ROLE_NAMES)}, '' = automatic)")
+    out: list[str | None] = [None] * len(names)
+    why = [""] * len(names)
+    for i, r in enumerate(given):
+        if r:
+            if r not in ROLE_NAMES:
+                raise ValueError(f"role {r!r} for joint {names[i]!r} is not a primitive role; "
+                                 f"roles: {list(ROLE_NAMES)}")
+            out[i], why[i] = r, "given"
+        elif types is not None and types[i] == "prismatic":
+            out[i], why[i] = HOLD, "prismatic"
+    for i, n in enumerate(names):
+        if out[i] is None:
+            base = n if n in DEFAULT_JOINT_NAMES else next(
+                (b for b in DEFAULT_JOINT_NAMES if n.endswith("_" + b)), None)
+            if base is not None:
+                out[i], why[i] = base, "by name"
+    free = [r for r in DEFAULT_JOINT_NAMES if r not in out]
+    for i in range(len(names)):
+        if out[i] is None:
+            out[i], why[i] = (free.pop(0), "next unused role") if free else (HOLD, "all 7 roles taken")
+    return [str(r) for r in out], why
+
+
+def fit_working_range(lower, upper, roles: Sequence[str], start=None) -> tuple[np.ndarray, np.ndarray]:
+    """The (lower, upper) a Demonstrator should be given so that its via posture is `start`.
+
+    Without `start` the limits come back unchanged. With it, each joint's range keeps its width
+    where it can and is shifted so that the role's via posture ``HOME_U`` lands on ``start``; it is
+    narrowed where that would leave the limits (the returned range lies inside them).
+    """
+    lo = np.asarray(lower, dtype=float).reshape(-1)
+    hi = np.asarray(upper, dtype=float).reshape(-1)
+    if start is None:
+        return lo.copy(), hi.copy()
+    q0 = np.clip(np.asarray(start, dtype=float).reshape(-1), lo, hi)
+    u0 = np.array([np.append(HOME_U, 0.0)[ROLE_NAMES.index(r)] for r in roles])
+    half = 0.5 * (hi - lo)
+    # room on each side of q0 for the whole normalised range u in [-1, 1] around the via posture u0
+    half = np.minimum(half, (q0 - lo) / (u0 + 1.0))
+    half = np.minimum(half, (hi - q0) / (1.0 - u0))
+    half = np.maximum(half, 1e-6)
+    center = q0 - u0 * half
+    return center - half, center + half
+
+
 def default_limits(joint_names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """arm7 joint limits for `joint_names` (default names, or prefixed ones like ``teacher_elbow``)."""
     names = list(DEFAULT_JOINT_NAMES if joint_names is None else joint_names)
@@ -283,7 +346,8 @@ class Demonstrator:
     """Joint-space demonstrator: ``q = demo.sample(t)`` (see module docstring)."""
 
     def __init__(self, joint_names: Sequence[str] | None = None, lower=None, upper=None,
-                 config: DemonstratorConfig | None = None, seed: int | None = 0):
+                 config: DemonstratorConfig | None = None, seed: int | None = 0,
+                 roles: Sequence[str] | None = None, types: Sequence[str] | None = None):
         self.joint_names = list(DEFAULT_JOINT_NAMES if joint_names is None else joint_names)
         n = len(self.joint_names)
         if n == 0:
@@ -302,7 +366,8 @@ class Demonstrator:
             raise ValueError("joint limits must be finite with upper > lower for every joint")
         self.config = config if config is not None else DemonstratorConfig()
         self.config.validate()
-        self._roles = np.array([_role_of(name, i) for i, name in enumerate(self.joint_names)])
+        self.roles, self._role_why = assign_roles(self.joint_names, roles, types)
+        self._roles = np.array([ROLE_NAMES.index(r) for r in self.roles])
         self._center = 0.5 * (self.lower + self.upper)
         self._half = 0.5 * (self.upper - self.lower)
         self.home = self._to_q(HOME_U)
@@ -338,8 +403,12 @@ class Demonstrator:
         while self._end <= t:
             self._append(self._next_name(self._segs[-1][0]))
 
+    def role_report(self) -> str:
+        """One line per joint: its role and how it got it."""
+        return "; ".join(f"{n} -> {r} ({w})" for n, r, w in zip(self.joint_names, self.roles, self._role_why))
+
     def _to_q(self, u: np.ndarray) -> np.ndarray:
-        u = np.clip(u[self._roles], -U_MAX, U_MAX)
+        u = np.clip(np.append(u, 0.0)[self._roles], -U_MAX, U_MAX)  # index N_ROLES: hold
         return self._center + u * self._half
 
     # -- sampling

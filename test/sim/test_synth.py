@@ -12,6 +12,8 @@ pytest.importorskip("mujoco")
 from pvrnn_ros.sim.primitives import DEFAULT_JOINT_NAMES, default_limits  # noqa: E402
 from pvrnn_ros.sim.synth import synthesize  # noqa: E402
 
+EE = ["end_effector.x", "end_effector.y", "end_effector.z"]
+
 
 def _read(path):
     with open(path, newline="") as f:
@@ -23,11 +25,11 @@ def test_synth_writes_readable_csv_and_segments(tmp_path):
     paths = synthesize(tmp_path, episodes=2, duration_s=6.0, seed=0, progress=False)
     assert [p.name for p in paths] == ["episode_000.csv", "episode_001.csv"]
     header, data = _read(paths[0])
-    assert header == ["time", *DEFAULT_JOINT_NAMES]
-    assert data.shape == (300, 8)
+    assert header == ["time", *DEFAULT_JOINT_NAMES, *EE]
+    assert data.shape == (300, 11)
     np.testing.assert_allclose(data[:, 0], np.arange(300) * 0.02, atol=1e-9)
     lo, hi = default_limits()
-    q = data[:, 1:]
+    q = data[:, 1:8]
     assert np.all(q >= lo - 0.02) and np.all(q <= hi + 0.02)
     assert np.all(q.max(0) - q.min(0) > 0.01)  # the arm moved
     # ~6 significant digits
@@ -48,7 +50,7 @@ def test_synth_records_measured_positions_with_tracking_lag(tmp_path):
     _, data = _read(tmp_path / "episode_000.csv")
     demo = Demonstrator(seed=episode_seeds(3, 1)[0])
     ref = np.stack([demo.sample(t) for t in data[:, 0]])
-    err = np.abs(data[:, 1:] - ref)
+    err = np.abs(data[:, 1:8] - ref)
     assert err.max() > 1e-3  # real dynamics: not the kinematic reference ...
     assert err.mean() < 0.05  # ... but tracking it closely
 
@@ -66,12 +68,14 @@ def test_teacher_learner_scene_strips_prefix_and_rate(tmp_path):
     paths = synthesize(tmp_path, episodes=1, duration_s=3.0, seed=0, scene="teacher_learner",
                        rate_hz=25, progress=False)
     header, data = _read(paths[0])
-    assert header == ["time", *DEFAULT_JOINT_NAMES]
-    assert data.shape == (75, 8)
+    assert header == ["time", *DEFAULT_JOINT_NAMES, *EE]
+    assert data.shape == (75, 11)
     np.testing.assert_allclose(np.diff(data[:, 0]), 0.04, atol=1e-9)
     # the teacher arm in the two-arm scene behaves like the single arm at the same seed
     ref = synthesize(tmp_path / "one", episodes=1, duration_s=3.0, seed=0, rate_hz=25, progress=False)
-    np.testing.assert_allclose(_read(ref[0])[1], data, atol=1e-5)
+    np.testing.assert_allclose(_read(ref[0])[1][:, :8], data[:, :8], atol=1e-5)
+    # the teacher stands at y = +0.5 m: its end effector too
+    np.testing.assert_allclose(data[:, 9] - _read(ref[0])[1][:, 9], 0.5, atol=1e-4)
 
 
 def test_synth_bad_input(tmp_path):
@@ -90,7 +94,8 @@ def test_cli_synth_verb(tmp_path, capsys):
                "--no-progress"])
     assert rc == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "episode_000.csv", "episode_000.segments.json", "episode_001.csv", "episode_001.segments.json"]
+        "episode_000.csv", "episode_000.segments.json", "episode_001.csv", "episode_001.segments.json",
+        "robot_description.urdf"]
     assert "wrote 2 episodes" in capsys.readouterr().out
     assert main(["synth", "--episodes", "0", "--out", str(tmp_path), "--no-progress"]) == 2
 
@@ -103,7 +108,7 @@ def test_bundled_examples_are_present_and_consistent():
     assert len(csvs) == 12
     assert sum(p.stat().st_size for p in ex.iterdir()) < 1_000_000
     header, data = _read(csvs[0])
-    assert header == ["time", *DEFAULT_JOINT_NAMES] and data.shape == (800, 8)
+    assert header == ["time", *DEFAULT_JOINT_NAMES, *EE] and data.shape == (800, 11)
     assert all((p.with_suffix("").with_suffix(".segments.json")).exists() for p in csvs)
 
 
@@ -116,3 +121,33 @@ def test_bundled_examples_match_current_physics(tmp_path):
     np.testing.assert_allclose(_read(new[0])[1], _read(ex / "episode_000.csv")[1], atol=1e-4)
     assert (json.loads((tmp_path / "episode_000.segments.json").read_text())
             == json.loads((ex / "episode_000.segments.json").read_text()))
+
+
+def test_end_effector_columns_are_the_site_position_of_the_recorded_joints(tmp_path):
+    """Each row's end_effector.x/y/z is where MuJoCo puts the arm's end_effector site for that row's joints."""
+    import mujoco
+
+    from pvrnn_ros.sim.arm_sim import ArmSim
+    from pvrnn_ros.sim.scenes import scene_path
+
+    paths = synthesize(tmp_path, episodes=1, duration_s=4.0, seed=5, progress=False)
+    header, data = _read(paths[0])
+    sim = ArmSim(scene_path("arm7"))
+    m, d = sim.model, sim.data
+    site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, "end_effector")
+    qadr = [m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n)] for n in DEFAULT_JOINT_NAMES]
+    assert np.ptp(data[:, 8:], axis=0).max() > 0.05  # the hand moved by centimetres
+    for row in data[::17]:
+        d.qpos[qadr] = row[1:8]
+        mujoco.mj_kinematics(m, d)
+        np.testing.assert_allclose(row[8:11], d.site_xpos[site], atol=2e-5)
+
+
+def test_synth_writes_a_robot_description_with_joint_types(tmp_path):
+    from pvrnn_ros.core.data import joint_types_under, select_joints
+
+    synthesize(tmp_path, episodes=1, duration_s=1.0, seed=0, progress=False)
+    types = joint_types_under(tmp_path)
+    assert types == {n: "revolute" for n in DEFAULT_JOINT_NAMES}
+    chosen = select_joints(["time_offset.x", *DEFAULT_JOINT_NAMES, *EE], None, types)
+    assert chosen.names == list(DEFAULT_JOINT_NAMES) and set(chosen.units) == {"rad"}
