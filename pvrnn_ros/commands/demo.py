@@ -232,6 +232,9 @@ def _write_segments(bag: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- 2. train
+DEMO_TASK_MODALITY = {"name": "task", "source": "segments", "weight": 0.005}  # config/pvrnn.yaml, docs/results.md
+
+
 def _train(out: Path, bags: list[Path], heldout: int, epochs: int, config: str | None, threads: int, progress: bool):
     import torch
 
@@ -240,8 +243,11 @@ def _train(out: Path, bags: list[Path], heldout: int, epochs: int, config: str |
     from pvrnn_ros.core.train import train
 
     torch.set_num_threads(max(1, threads))
-    cfg = Config.load(config) if config else Config()
-    demos = [read_any(b, topic="/teacher/joint_states") for b in bags]
+    if config:
+        cfg = Config.load(config)
+    else:  # the built-in defaults, plus recognition of the primitive the demonstrator publishes
+        cfg = Config.from_dict({"data": {"modalities": [dict(DEMO_TASK_MODALITY)]}})
+    demos = [read_any(b, topic="/teacher/joint_states", modalities=cfg.data.modalities) for b in bags]
     chosen = select_joints(demos[0].joint_names, cfg.data.joints, read_joint_types(bags[0], "/teacher/joint_states"))
     for note in chosen.notes:
         print(f"  note: {note}")
@@ -283,6 +289,15 @@ class _Monitor:
         sub(Float64, "pvrnn/tick_latency", lambda m: self._add("lat", m.data), 100)
         sub(UInt64, "pvrnn/deadline_misses", lambda m: setattr(self, "misses", int(m.data)), 10)
         sub(JointTrajectory, "pvrnn/prediction", lambda m: self._add("pred", None), 100)
+        # recognition: what er_node says the teacher is doing, and what the demonstrator says it does
+        from rclpy.qos import DurabilityPolicy, QoSProfile
+        from std_msgs.msg import String
+
+        self.data.update(recognition=[], primitive=[])
+        self.classes = None
+        sub(JointState, "pvrnn/recognition", self._recognition, 100)
+        sub(String, "teacher/primitive", lambda m: self._primitive(m.data),
+            QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.names = None
         self._stop = False
         self.thread = threading.Thread(target=self._spin, daemon=True)
@@ -300,6 +315,14 @@ class _Monitor:
             self.names = list(m.name)
         idx = [list(m.name).index(n) for n in self.names]
         self._add(key, [m.position[i] for i in idx])
+
+    def _recognition(self, m):
+        self.classes = list(m.name)
+        self._add("recognition", list(m.position))
+
+    def _primitive(self, name):
+        with self.lock:  # always kept: the primitive in force when recording starts came earlier
+            self.data["primitive"].append((time.monotonic(), name))
 
     def _add(self, key, value):
         if self.recording or key == "pred":
@@ -352,7 +375,7 @@ def _imitate(out: Path, env: dict, domain: int, seconds: float, seed: int, progr
         lines = [ln for ln in log.read_text(errors="replace").splitlines() if "ER summary" in ln]
         summary = lines[-1].split("]: ", 1)[-1] if lines else ""
     return {"data": mon.data, "names": mon.names or [], "misses": mon.misses, "t0": t1, "exit_codes": codes,
-            "er_summary": summary}
+            "er_summary": summary, "classes": mon.classes}
 
 
 # ----------------------------------------------------------------------------- 5. report
@@ -452,6 +475,17 @@ def _report(out: Path, trained, metrics: dict, live: dict, timings: dict, settin
                   f"over {len(fv)} ticks.", "", "![free energy](free_energy.png)", ""]
 
     # latency
+    recognition = _live_recognition(live, trained.rate_hz)
+    if recognition:
+        r = recognition
+        delay = "–" if r["switch_delay_median_s"] is None else f"{r['switch_delay_median_s']:.2f} s"
+        lines += ["## Live recognition: which primitive the teacher is executing", "",
+                  f"er_node's `pvrnn/recognition` (the task never observed) against the demonstrator's "
+                  f"`teacher/primitive`, on a {trained.rate_hz:g} Hz grid over the imitation run: frame accuracy "
+                  f"**{r['frame_accuracy']:.3f}**, accuracy outside 0.5 s after a switch "
+                  f"**{r['settled_accuracy']:.3f}**, switch delay median "
+                  f"{delay} "
+                  f"({r['switches']} switches, {r['switches_missed']} missed).", ""]
     lat_stats = {}
     if d["lat"]:
         lat = np.array([v for _, v in d["lat"]])
@@ -480,13 +514,39 @@ def _report(out: Path, trained, metrics: dict, live: dict, timings: dict, settin
             lines += [f"er_node's own summary (whole run): `{live['er_summary']}`", ""]
         lines += ["![latency](latency.png)", ""]
     (out / "live_summary.json").write_text(json.dumps({"latency": lat_stats, "timings": timings, "tracking": tracking,
+                                                       "recognition": recognition,
                                                        "exit_codes": live["exit_codes"]}, indent=2))
+    if recognition:
+        print(f"live recognition: frame accuracy {recognition['frame_accuracy']:.3f}, "
+              f"{recognition['settled_accuracy']:.3f} outside 0.5 s after a switch")
     if tracking:
         print(f"tracking RMSE {tracking['rmse']:.4f} (joint units) vs a perfect copy delayed by 0.1 s "
               f"{tracking['delayed_copy_rmse']['0.1']:.4f}: ratio {tracking['ratio_to_delayed_copy_0.1s']:.2f}")
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _live_recognition(live: dict, rate_hz: float) -> dict:
+    """Score the live recognition against the demonstrator's primitive in force at each grid time
+    (both as received by the monitor); {} when the model has no task modality."""
+    import numpy as np
+
+    from pvrnn_ros.core.recognition import score
+
+    d, classes = live["data"], live.get("classes")
+    if not classes or not d.get("recognition") or not d.get("primitive"):
+        return {}
+    rt = np.array([t for t, _ in d["recognition"]])
+    rp = np.array([p for _, p in d["recognition"]])
+    grid = np.arange(rt[0], rt[-1], 1.0 / rate_hz)
+    idx = np.searchsorted(rt, grid, side="right") - 1  # the newest recognition at each grid time
+    probs = rp[np.clip(idx, 0, len(rp) - 1)]
+    pt = np.array([t for t, _ in d["primitive"]])
+    names = [n for _, n in d["primitive"]]
+    j = np.searchsorted(pt, grid, side="right") - 1
+    truth = np.array([classes.index(names[k]) if k >= 0 and names[k] in classes else -1 for k in j])
+    return score(probs, truth, rate_hz)
 
 
 def _best_lag(tt, tq, lq, ok) -> float:
