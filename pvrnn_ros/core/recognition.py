@@ -119,7 +119,10 @@ def evaluate_recognition(trained: TrainedModel, episodes: list, recognised: list
         if not labelled:
             continue
         settings = None if baselines is None else dataclasses.replace(baselines, refit=False)
-        gru, gru_info = train_gru_classifier(trained, mod, settings, progress=progress)
+        if len(trained.sequence_lengths) >= 2:
+            gru, gru_info = train_gru_classifier(trained, mod, settings, progress=progress)
+        else:  # the classifier's validation split needs a second training sequence
+            gru, gru_info = None, None
         er_p, gru_p, truth_all = [], [], []
         for ep, probs in labelled:
             truth = true_labels(ep.extra[mod.name].labels, mod, ep.source or ep.name)
@@ -127,15 +130,18 @@ def evaluate_recognition(trained: TrainedModel, episodes: list, recognised: list
                                 classes=np.array(mod.components), probabilities=probs,
                                 truth=np.array([mod.components[i] if i >= 0 else "" for i in truth]),
                                 modality=mod.name)
-            g = gru.predict_proba(trained.normalizer.normalize(ep.positions))
-            g[~np.all(np.isfinite(probs), axis=1)] = np.nan  # the same steps for both
+            if gru is not None:
+                g = gru.predict_proba(trained.normalizer.normalize(ep.positions))
+                g[~np.all(np.isfinite(probs), axis=1)] = np.nan  # the same steps for both
+            else:
+                g = np.full_like(probs, np.nan)
             er_p.append(probs)
             gru_p.append(g)
             truth_all.append(truth)
             if plots and len(er_p) <= 2:
                 _plot_timeline(out / f"recognition_{ep.name}.png", ep.times, probs, g, truth, mod)
         er_s = score_episodes(er_p, truth_all, rate)
-        gru_s = score_episodes(gru_p, truth_all, rate)
+        gru_s = score_episodes(gru_p, truth_all, rate) if gru is not None else None
         cm = confusion(np.concatenate(er_p), np.concatenate(truth_all), len(mod.components))
         results[mod.name] = {"classes": list(mod.components), "er": er_s, "gru": gru_s, "gru_training": gru_info,
                              "confusion_er": cm.tolist()}
@@ -189,10 +195,15 @@ def recognition_table(results: dict) -> str:
                   "| switches missed |", "|---|---|---|---|---|"]
         for key, label in (("er", "PV-RNN + ER"), ("gru", "GRU classifier")):
             s = r[key]
+            if s is None:
+                lines.append(f"| {label} | – (needs at least 2 training sequences) | | | |")
+                continue
             mean = "–" if s["switch_delay_mean_s"] is None else f"{s['switch_delay_mean_s']:.2f}"
             med = "–" if s["switch_delay_median_s"] is None else f"{s['switch_delay_median_s']:.2f}"
             lines.append(f"| {label} | {s['frame_accuracy']:.3f} | {s['settled_accuracy']:.3f} | {mean} / {med} "
                          f"| {s['switches_missed']} of {s['switches']} |")
+        if g is None:
+            continue
         lines += ["", f"GRU classifier: hidden {g['hidden']} (chosen on validation from "
                   f"{', '.join(str(h) for h in g['tried'])}), {g['epochs']} epochs "
                   f"({g['stopped']}, best at {g['best_epoch']}), {g['seconds_all_candidates']:.0f} s to train "

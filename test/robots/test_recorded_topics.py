@@ -64,3 +64,13 @@ def test_record_demos_bag_has_end_effector_primitive_and_description(ros, tmp_pa
     demo = read_rosbag(bag, "/teacher/joint_states")
     chosen = select_joints(demo.joint_names, None, jt)
     assert chosen.names == demo.joint_names and chosen.units == ["rad"] * 7 and not chosen.notes
+    # the trainer's reader takes the modalities from the same DDS-recorded bag, matched by time
+    from pvrnn_ros.core.config import Config
+    from pvrnn_ros.core.data import resample
+
+    cfg = Config.from_dict({"data": {"modalities": [{"name": "end_effector"}, {"name": "task", "source": "segments"}]}})
+    demo = resample(read_rosbag(bag, "/teacher/joint_states", cfg.data.modalities), cfg.data.rate_hz)
+    ee, task = demo.extra["end_effector"], demo.extra["task"]
+    assert ee.components == ["x", "y", "z"] and ee.values.shape == (len(demo), 3)
+    assert np.isfinite(ee.values[1:-1]).all()  # inside the recorded span every step has a point
+    assert len(task.labels) == len(demo) and all(lab is not None for lab in task.labels[len(demo) // 2:])
