@@ -176,6 +176,9 @@ class ERConfig:
     samples: int = 16  # prior rollouts: prediction = their mean, spread = their std; 0 = the mean path only
     slide_init: str = "prior"  # new slot A from the prior's pre-activations ("prior") or "copy"
     sample_posterior: bool = False  # z = mu_q + sigma_q*eps in ER (True) or z = mu_q (False)
+    # recognition reads a categorical modality this many steps before the newest: the newest step is
+    # held by one observation only, so ER guesses ahead there (it names the next primitive early)
+    recognition_lag: int = 1
     backend: str = "auto"  # "auto", "reference", "cpu", "triton"
     seed: int = 0
 
@@ -188,6 +191,7 @@ class ERConfig:
         _require(self.meta_prior_scale >= 0 and math.isfinite(self.meta_prior_scale), f"{key}.meta_prior_scale",
                  self.meta_prior_scale, "a finite factor >= 0")
         _require(self.samples >= 0, f"{key}.samples", self.samples, "an integer >= 0")
+        _require(self.recognition_lag >= 0, f"{key}.recognition_lag", self.recognition_lag, "an integer >= 0")
         _require(self.slide_init in ("prior", "copy"), f"{key}.slide_init", self.slide_init, "'prior' or 'copy'")
         _require(self.backend in ("auto", "reference", "cpu", "triton"), f"{key}.backend", self.backend,
                  "one of auto, reference, cpu, triton")
@@ -208,7 +212,6 @@ class PlanConfig:
     lr: float = 0.1
     candidates: int = 8  # B plans per call, from different initial A; the lowest goal free energy wins
     init_spread: float = 0.5  # std of the random initial A of candidates 2..B (candidate 1 starts at 0)
-    adam_reset: bool = True  # fresh Adam moments every call (T-GLean) or carried with warm-started A
     meta_prior: list[float] | None = None  # plan-time w per layer; None = the training w
     goal_weight: float = 100.0  # weight of the goal error relative to the evidence (observed past)
     backend: str = "auto"  # "auto", "reference", "cpu", "triton"

@@ -31,7 +31,8 @@ class ModalityEstimate:
     name: str
     kind: str  # "continuous" | "categorical"
     components: list[str]  # component names, or class names
-    current: np.ndarray  # newest step of the window: values [k], or class probabilities [C]
+    current: np.ndarray  # newest step of the window: values [k], or class probabilities [C] (of the
+    # step er.recognition_lag before the newest)
     prediction: np.ndarray  # next P steps: [P, k], or class probabilities [P, C]
     observed: bool  # whether the newest step observed it (False: inferred, e.g. recognition)
 
@@ -233,7 +234,8 @@ class ErrorRegression:
             sl = self.layout.slice(mod.name)
             observed = bool((self.mask[-1, sl] > 0).all())
             if mod.kind == "categorical":
-                current = coding.probabilities(wp.raw[-1], sl.start).cpu().double().numpy()
+                back = min(self.cfg.recognition_lag, wp.raw.shape[0] - 1)  # er.recognition_lag
+                current = coding.probabilities(wp.raw[-1 - back], sl.start).cpu().double().numpy()
                 prediction = coding.probabilities(wp.rollout_raw, sl.start).mean(0).cpu().double().numpy()
             else:
                 current = mod.normalizer.denormalize(decoded[-1, sl].cpu().double().numpy())

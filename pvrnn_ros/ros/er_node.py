@@ -23,7 +23,9 @@ Publishes (reliable, volatile, depth 10; lifecycle publishers: nothing while ina
   pvrnn/deadline_misses std_msgs/UInt64, ticks skipped because the previous one was still running
   pvrnn/recognition   (models with a categorical modality, e.g. `task`) sensor_msgs/JointState, one
                       per categorical modality per tick: name = its class names, position = their
-                      probabilities at the newest step (inferred: the modality is never observed here),
+                      probabilities (inferred: the modality is never observed here; read
+                      `er.recognition_lag` steps, default 1, before the newest, where ER has seen
+                      what followed),
                       header.stamp = stamp of the observation it answers, header.frame_id =
                       "recognition/<modality>". Why JointState: the standard type for labelled
                       classes, vision_msgs/Classification, is not available as a wheel or in rosbags'
