@@ -276,3 +276,19 @@ def test_eval_writes_recognition_files_and_rejects_unseen_classes(trained_with_m
     with pytest.raises(ModalityError, match="class 'dance'.*never saw in training"):
         evaluate(tr, demos, tmp_path / "ev2", methods=("er",), progress=False, plots=False, baselines=small)
     assert (tmp_path / "ev" / "recognition" / "ep0.npz").exists()  # the earlier results are untouched
+
+
+def test_recognition_lag_reads_an_earlier_step(trained_with_modalities):
+    with pytest.raises(ConfigError, match="er.recognition_lag = -1"):
+        ERConfig(recognition_lag=-1).validate()
+    _, joints, _, _ = _episode(2)
+    current = {}
+    for lag in (0, 1, 50):  # 50: longer than the window, clamped to its oldest step
+        er = ErrorRegression(trained_with_modalities, ERConfig(window=5, iterations=3, first_iterations=5,
+                                                               samples=0, backend="reference", recognition_lag=lag))
+        for t in range(9):
+            tick = er.step(joints[t])
+        current[lag] = tick.modalities["task"].current
+        assert current[lag].sum() == pytest.approx(1.0)
+    # the same ER run (deterministic), read at different steps of the window
+    assert not np.allclose(current[0], current[1]) and not np.allclose(current[1], current[50])
