@@ -243,6 +243,8 @@ class Trainer:
                    dynamic_ncols=True)
         t_last = time.perf_counter()
         with _stop_on_sigint(self):
+            if not progress:  # without a bar, say that training (and Ctrl-C's save-and-stop) has begun
+                print(f"training: epoch {start_epoch} -> {epochs} (Ctrl-C saves and stops)", flush=True)
             while tr.epoch < epochs and not self.stop_requested:
                 stats = self.epoch()
                 now = time.perf_counter()

@@ -91,12 +91,12 @@ def test_ctrl_c_saves_then_resume_finishes(tmp_path):
            "--out", str(out), "--epochs", "100000", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        # wait until training has started (imports take long on a busy machine), then some epochs
+        # wait until the epoch loop (and its Ctrl-C handler) has started, then some epochs
         seen = []
         while True:
             line = proc.stdout.readline()
             seen.append(line)
-            if not line or "demonstrations from" in line:
+            if not line or line.startswith("training: epoch"):
                 break
         time.sleep(2.0)
         assert proc.poll() is None, "".join(seen) + proc.stdout.read()

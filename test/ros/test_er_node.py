@@ -174,8 +174,10 @@ def test_er_resumes_after_sim_is_killed_and_restarted(ros, tiny_model):
     procs.start("sim_node", *sim_args, name="sim_node")
     probe.wait_for(lambda: len(probe.messages("joint_states")) > n_js, 40, "the restarted sim's joint states")
     t_data = probe.messages("joint_states")[n_js][0]
-    probe.wait_for(lambda: len(probe.messages("pvrnn/prediction")) > n_pred + 1, 10, "predictions after restart")
+    probe.wait_for(lambda: len(probe.messages("pvrnn/prediction")) > n_pred + 1, 20, "predictions after restart")
     t_pred = probe.messages("pvrnn/prediction")[n_pred][0]
-    assert t_pred - t_data < 1.0, f"ER resumed {t_pred - t_data:.2f} s after data returned"
+    # the ER node discovers the restarted publisher on its own, independently of the probe: under
+    # load that takes a few seconds; a node stuck on its stale window would never resume at all
+    assert t_pred - t_data < 3.0, f"ER resumed {t_pred - t_data:.2f} s after data returned"
     assert er.poll() is None
     assert "restarting the ER window" in procs.log("er_node")
