@@ -26,7 +26,20 @@ CASES = [
     ((7, 5), (2, 3), "tanh", "A", False, 2, 5, 3, True, False, True, "ee3+cat3"),
     ((5, 3), (1, 2), "softmax", "d+A", True, 1, 4, 2, False, False, True, "cat5+ee1+cat2"),
     ((5,), (3,), "tanh", "A", False, 2, 3, 2, True, False, False, "cat1"),
+    # planning: the last F steps are future, their only target a heavily weighted goal at the end
+    # (F = 1: a one-step plan); (..., extra, F)
+    ((7, 5), (2, 3), "tanh", "A", False, 3, 6, 3, False, False, True, "ee3+cat3", 3),
+    ((5, 3), (1, 2), "softmax", "d+A", True, 2, 4, 2, False, False, True, None, 1),
 ]
+
+
+def as_plan(problem, future: int):
+    """Turn a random problem into a planning one: observed past, a goal-only future."""
+    if future:
+        m = problem.joint_mask
+        m[:, -future:] = 0.0
+        m[:, -1, : max(1, m.shape[2] // 2)] = 100.0
+    return problem
 
 
 def main() -> int:
@@ -37,17 +50,20 @@ def main() -> int:
     from pvrnn_ros.kernels.triton_er import TritonBackend
 
     tb = TritonBackend()
-    for i, (d, z, out, post, bu, B, W, K, eps, kb, first, *extra) in enumerate(CASES):
+    for i, (d, z, out, post, bu, B, W, K, eps, kb, first, *rest) in enumerate(CASES):
+        extra, future = (rest + [None, 0])[:2]
         model = random_model(d=d, z=z, tau=[2.0 + 3 * j for j in range(len(d))], output=out, posterior=post,
-                             bottom_up=bu, n_joints=5, seed=i, extra=extra[0] if extra else None)
+                             bottom_up=bu, n_joints=5, seed=i, extra=extra)
         problem, a_mu, a_ls, adam = random_problem(model, B=B, W=W, K=K, use_eps=eps, keep_best=kb, first=first,
                                                    seed=10 + i)
+        as_plan(problem, future)
         ref = ReferenceBackend().regress(problem, a_mu, a_ls, adam)
         if args.device != "cpu":
             dev = torch.device(args.device)
             model = model.to(dev)
             problem, a_mu, a_ls, adam = random_problem(model, B=B, W=W, K=K, use_eps=eps, keep_best=kb,
                                                        first=first, seed=10 + i)
+            as_plan(problem, future)
             problem.fw = type(problem.fw)(*[None if t is None else t.to(dev) for t in problem.fw])
             for name in ("h0", "d0", "target", "joint_mask", "kl_w", "kl_w1", "eps"):
                 val = getattr(problem, name)
