@@ -6,7 +6,8 @@ the goal is measured with MuJoCo (`core.reach.reach_outcome`).
 
 - "pvrnn": `core.plan.Planner` from the home posture (one observed step) to the goal
   `end_effector=x,y,z` held from the step the demonstrations end their reach until the end of their
-  hold (`plan_horizon`); the chosen plan's joints are executed.
+  hold (`plan_horizon`); the chosen plan's joints are executed. A goal the planner refuses (far
+  outside what the model's outputs reach) leaves the arm at home and counts as a failure.
 - "nearest": the demonstration whose reached end effector is closest to the goal, replayed (its
   recorded joints over the reach and hold).
 - "bc": the goal-conditioned behaviour-cloning policy (`core.reach.fit_reach_policy`), closed loop:
@@ -96,7 +97,7 @@ def run_pvrnn(trained, plan_config, sim, home, goals, labels, timing: ReachTimin
     """Plan from `home` to each goal with `plan_config` (its horizon is set from the timing) and execute."""
     import copy
 
-    from pvrnn_ros.core.plan import GoalTerm, Planner
+    from pvrnn_ros.core.plan import GoalError, GoalTerm, Planner
 
     cfg = copy.deepcopy(plan_config)
     H, K = plan_horizon(timing, trained.rate_hz)
@@ -110,7 +111,14 @@ def run_pvrnn(trained, plan_config, sim, home, goals, labels, timing: ReachTimin
         t0 = time.perf_counter()
         term = GoalTerm("end_effector", [float(v) for v in g], from_step=K, tolerance=tolerance)
         mods = {"end_effector": home_ee[None]} if "end_effector" in trained.layout.names else None
-        plan = planner.plan(np.asarray(home)[None], [term], history_modalities=mods)
+        try:
+            plan = planner.plan(np.asarray(home)[None], [term], history_modalities=mods)
+        except GoalError as exc:  # beyond what the model can output: the arm stays home, counted as a failure
+            secs = time.perf_counter() - t0
+            ex = execute_trajectory(sim, joints, np.repeat(np.asarray(home)[None], H, 0), trained.rate_hz,
+                                    start=home, settle_s=settle_s, target=g)
+            out.append(_result("pvrnn", g, label, ex, tolerance, secs, refused=str(exc)))
+            continue
         secs = time.perf_counter() - t0
         ex = execute_trajectory(sim, joints, plan.positions, trained.rate_hz, start=home, settle_s=settle_s, target=g)
         out.append(_result("pvrnn", g, label, ex, tolerance, secs, plan_goal_error=plan.goal_errors[0],
