@@ -134,7 +134,10 @@ def write_report(out: Path, results, summary, train_times, timings, trained, pol
              f"PV-RNN: {epochs} epochs; plan: {pc.iterations} Adam iterations, {pc.candidates} candidates, lr {pc.lr:g}, "
              f"goal weight {pc.goal_weight:g}, meta-prior {pc.meta_prior or 'as trained'}; horizon = the reach + hold, "
              f"goal held from the step the reach ends. BC: MLP (joints, goal) -> next posture, hidden "
-             f"{policy.info['hidden']}, early stopping (best epoch {policy.info['best_epoch']} of {policy.info['epochs']}).",
+             f"{policy.info['hidden']}, input joints perturbed in training (std {policy.info['state_noise']:g}, normalised), "
+             f"early stopping (best epoch {policy.info['best_epoch']} of {policy.info['epochs']}). "
+             f"Nearest: the demonstration whose end effector at the end of its hold is closest to the goal, "
+             f"its recorded joints replayed.",
              "", "| method | training time | success (all) | inside | edge | median / mean / max final error | "
              "median time to reach | s per goal |", "|---|---|---|---|---|---|---|---|"]
     for method, s in summary.items():
@@ -154,7 +157,8 @@ def write_report(out: Path, results, summary, train_times, timings, trained, pol
         for m in summary:
             o = by[m][i].outcome
             ttr = "-" if o.time_to_reach is None else f"{o.time_to_reach:.2f}"
-            cells.append(f"{o.final_error * 100:.1f} ({ttr}){'' if o.success else ' ✗'}")
+            refused = " (not planned: outside the model's outputs)" if by[m][i].extra.get("refused") else ""
+            cells.append(f"{o.final_error * 100:.1f} ({ttr}){'' if o.success else ' ✗'}{refused}")
         lines.append(f"| ({r0.goal[0]:.3f}, {r0.goal[1]:.3f}, {r0.goal[2]:.3f}) | {r0.label} | " + " | ".join(cells) + " |")
     lines += ["", "![end-effector paths](reach_paths.png)", "", "![plan free energy](plan_free_energy.png)", "",
               "| stage | wall time |", "|---|---|"] + [f"| {k} | {v:.1f} s |" for k, v in timings.items()]
@@ -162,7 +166,8 @@ def write_report(out: Path, results, summary, train_times, timings, trained, pol
     dump = {"summary": summary, "training_seconds": train_times, "timings": timings,
             "bc": {k: v for k, v in policy.info.items() if k != "candidates"},
             "goals": [{"method": r.method, "goal": r.goal.tolist(), "label": r.label, **r.outcome.as_dict(),
-                       "settled": r.extra.get("settled"), "seconds": r.seconds} for r in results]}
+                       "settled": r.extra.get("settled"), "seconds": r.seconds,
+                       "refused": r.extra.get("refused")} for r in results]}
     (out / "results.json").write_text(json.dumps(dump, indent=1, default=float))
     np.savez_compressed(out / "paths.npz", **{f"{r.method}_{i % len(first):02d}": r.end_effector
                                               for i, r in enumerate(results)})

@@ -10,7 +10,8 @@ Pure numpy / PyTorch (the simulator side is `pvrnn_ros.sim.reach`).
 The goal-conditioned behaviour-cloning policy is an MLP from (current joints, goal) to the next
 joint posture, trained on the outbound part of each demonstration (reach and hold: what reaching a
 goal is), with `core.baselines.train_early_stopping` on a split by episode, one model per hidden
-size, the lowest validation loss kept.
+size, the lowest validation loss kept. Its input joints are perturbed in training (`state_noise`, as
+in DART-style noise injection) so that the closed-loop rollout recovers from its own errors.
 """
 from __future__ import annotations
 
@@ -89,7 +90,11 @@ class ReachPolicy(nn.Module):
 
 
 def _policy_loss(model: ReachPolicy, batch) -> torch.Tensor:
-    q, goal, nxt = batch
+    q, goal, nxt = batch[:3]
+    if model.training and len(batch) > 3 and batch[3] > 0:
+        # perturbed states, clean targets: the policy learns to steer back onto the demonstrations,
+        # which closed-loop rollouts need (without it, small errors compound: 0/20 goals reached)
+        q = q + torch.randn(q.shape, generator=batch[4]) * batch[3]
     return ((model(q, goal) - nxt) ** 2).mean()
 
 
@@ -112,10 +117,14 @@ class FittedReachPolicy:
 
 
 def fit_reach_policy(episodes: Sequence[np.ndarray], goals, settings: BaselineSettings | None = None,
-                     progress: bool = False) -> FittedReachPolicy:
+                     progress: bool = False, state_noise: float = 0.01) -> FittedReachPolicy:
     """episodes: per demonstration the joints [T_i, J] at the model rate over the part to imitate
-    (reach and hold); goals [N, 3]: the end-effector point each demonstration reached."""
+    (reach and hold); goals [N, 3]: the end-effector point each demonstration reached.
+    state_noise: std (normalised joint units, the range maps to +-0.8) of the noise added to the input
+    joints in training (the targets stay clean), so the policy corrects its own drift."""
     settings = (settings or BaselineSettings()).validate()
+    if not (state_noise >= 0 and math.isfinite(state_noise)):
+        raise ValueError(f"state_noise = {state_noise!r} is invalid: expected a finite std >= 0")
     episodes = [np.asarray(e, dtype=float) for e in episodes]
     goals = np.asarray(goals, dtype=float).reshape(-1, 3)
     if len(episodes) != len(goals):
@@ -125,11 +134,18 @@ def fit_reach_policy(episodes: Sequence[np.ndarray], goals, settings: BaselineSe
     joint_norm = Normalizer.fit(episodes)
     goal_norm = Normalizer.fit([goals])
 
-    def pairs(idx):
+    bad = [i for i, e in enumerate(episodes) if not np.all(np.isfinite(e))] + \
+        [i for i, g in enumerate(goals) if not np.all(np.isfinite(g))]
+    if bad:
+        raise ValueError(f"episode {bad[0]}: its joints or goal hold NaN/inf; expected finite values")
+    noise_gen = torch.Generator().manual_seed(settings.seed)
+
+    def pairs(idx, noisy=True):
         q = np.concatenate([joint_norm.normalize(episodes[i][:-1]) for i in idx])
         nxt = np.concatenate([joint_norm.normalize(episodes[i][1:]) for i in idx])
         g = np.concatenate([np.repeat(goal_norm.normalize(goals[i])[None], len(episodes[i]) - 1, 0) for i in idx])
-        return tuple(torch.as_tensor(a, dtype=torch.float32) for a in (q, g, nxt))
+        tensors = tuple(torch.as_tensor(a, dtype=torch.float32) for a in (q, g, nxt))
+        return tensors + ((float(state_noise), noise_gen) if noisy else ())
 
     train_idx, val_idx = split_episodes(len(episodes), settings.val_fraction, settings.seed)
     J = episodes[0].shape[1]
@@ -138,7 +154,7 @@ def fit_reach_policy(episodes: Sequence[np.ndarray], goals, settings: BaselineSe
     for hidden in settings.hidden_sizes:
         torch.manual_seed(settings.seed)
         model = ReachPolicy(J, hidden)
-        _, report = train_early_stopping(model, pairs(train_idx), pairs(val_idx), _policy_loss,
+        _, report = train_early_stopping(model, pairs(train_idx), pairs(val_idx, noisy=False), _policy_loss,
                                          patience=settings.patience, max_epochs=settings.max_epochs, lr=settings.lr,
                                          min_delta=settings.min_delta, progress=progress, desc=f"BC policy {hidden}")
         row = {"hidden": hidden, **report.as_dict()}
@@ -157,7 +173,8 @@ def fit_reach_policy(episodes: Sequence[np.ndarray], goals, settings: BaselineSe
             "best_val_mse": row["best_val_loss"], "stopped_early": row["stopped_early"], "refit": refit,
             "seconds": row["seconds"] + (refit["seconds"] if refit else 0.0),
             "seconds_all_candidates": time.perf_counter() - started,
-            "train_episodes": len(train_idx), "val_episodes": len(val_idx), "candidates": candidates}
+            "train_episodes": len(train_idx), "val_episodes": len(val_idx), "state_noise": float(state_noise),
+            "candidates": candidates}
     return FittedReachPolicy(model, joint_norm, goal_norm, info)
 
 
