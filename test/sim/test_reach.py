@@ -186,3 +186,21 @@ def test_baselines_train_and_produce_trajectories(reach_model, sim):
         fit_reach_policy(eps, reached[:2])
     with pytest.raises(ValueError, match=r"joints \[nan"):
         policy.next_target([np.nan] * 7, goals[0])
+
+
+def test_demo_task_reach_quick_writes_the_report(tmp_path):
+    from pvrnn_ros.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--task", "reach", "--quick", "--no-progress", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    for method in ("PV-RNN plan", "nearest demo replay", "goal-conditioned BC"):
+        assert method in report
+    res = json.loads((out / "results.json").read_text())
+    assert {g["method"] for g in res["goals"]} == {"pvrnn", "nearest", "bc"} and len(res["goals"]) == 12
+    assert res["training_seconds"]["pvrnn"] > 0 and res["training_seconds"]["bc"] > 0
+    for g in res["goals"]:  # every figure is a distance measured in the sim
+        assert 0 <= g["final_error"] < 1.0 and g["success"] == (g["final_error"] <= 0.03)
+    for png in ("reach_paths.png", "plan_free_energy.png", "model/loss.png"):
+        assert (out / png).stat().st_size > 1000
+    assert len(list((out / "data").glob("*.target.json"))) == 40
