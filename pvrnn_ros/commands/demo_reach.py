@@ -29,7 +29,6 @@ def reach_config(path: str | None = None):
 
 
 def run(args) -> int:
-    import numpy as np
     import torch
 
     from pvrnn_ros.core.baselines import BaselineSettings

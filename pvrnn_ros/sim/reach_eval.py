@@ -26,8 +26,8 @@ from pvrnn_ros.core.reach import ReachOutcome, nearest_demonstration, reach_outc
 
 from .reach import END_EFFECTOR_SITE, REACH_REGION, ReachRegion, ReachTiming, execute_trajectory, read_target
 
-__all__ = ["ReachData", "load_reach_data", "plan_horizon", "GoalResult", "run_pvrnn", "run_nearest", "run_bc", "bc_training_episodes",
-           "summaries"]
+__all__ = ["ReachData", "load_reach_data", "plan_horizon", "GoalResult", "run_pvrnn", "run_nearest", "run_bc",
+           "bc_training_episodes", "summaries"]
 
 
 @dataclass
