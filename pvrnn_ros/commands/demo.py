@@ -20,13 +20,21 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=("imitate", "reach"), default="imitate",
+                        help="imitate: the ROS 2 record / train / live-ER pipeline below; reach: reach demonstrations "
+                             "in the MuJoCo arm, PV-RNN planning to held-out end-effector goals against nearest-demo "
+                             "replay and goal-conditioned BC, each executed in the sim (docs/results.md)")
+    parser.add_argument("--goals", type=int, default=None,
+                        help="--task reach: held-out goals inside the region and as many on its faces (default 10; quick 2)")
     parser.add_argument("--out", default="runs/demo", help="output directory")
     parser.add_argument("--quick", action="store_true", help="tiny run (seconds of data, a few epochs) for tests")
     parser.add_argument("--episodes", type=int, default=None, help="episodes recorded (default 8, 16 with --scene FILE: a new robot "
-                        "got below the delayed-copy reference with twice the bundled arm's data; quick 3)")
+                        "got below the delayed-copy reference with twice the bundled arm's data; quick 3; "
+                        "--task reach: 120, quick 40)")
     parser.add_argument("--heldout", type=int, default=None, help="episodes kept for evaluation (default 2; quick 1)")
     parser.add_argument("--duration", type=float, default=None, help="s of sim time per episode (default 16; quick 6)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 2500; quick 30)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 2500; quick 30; "
+                        "--task reach: 4000, quick 150)")
     parser.add_argument("--config", default=None, help="model/training/ER YAML (default: built-in Config())")
     parser.add_argument("--rtf", type=float, default=4.0, help="real-time factor while recording")
     parser.add_argument("--imitate-seconds", type=float, default=None, help="live imitation length (default 30; quick 8)")
@@ -73,6 +81,10 @@ class _Stage:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task == "reach":
+        from .demo_reach import run as run_reach
+
+        return run_reach(args)
     q = args.quick
     own_robot = args.scene != "teacher_learner"
     episodes = args.episodes or (3 if q else (16 if own_robot else 8))

@@ -1,8 +1,10 @@
 """MuJoCo simulation layer: 7-DoF arm scenes, ArmSim, scripted demonstrator, synthesis, gym env.
 
 Importing this package is light: mujoco is imported only by ``arm_sim``/``env``/``synth``;
-``pvrnn_ros.sim.primitives`` is pure numpy. The gymnasium env ``pvrnn_ros/ArmImitation-v0`` is
-registered here (lazy entry point) when gymnasium is installed.
+``pvrnn_ros.sim.primitives`` is pure numpy. Reaching (region, IK, demonstrator, execution
+measured in the sim) is ``pvrnn_ros.sim.reach``, its evaluation against baselines ``reach_eval``.
+The gymnasium env ``pvrnn_ros/ArmImitation-v0`` is registered here (lazy entry point) when
+gymnasium is installed.
 """
 from __future__ import annotations
 
