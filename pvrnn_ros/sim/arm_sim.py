@@ -57,6 +57,17 @@ def load_model(mjcf) -> tuple[mujoco.MjModel, str]:
 _GL_STATE: dict[str, str | None] = {"error": None}
 
 
+def _load_triton_before_gl() -> None:
+    """Mesa's software GL (EGL/OSMesa llvmpipe) loads its own LLVM; triton's, loaded after it,
+    crashes the process with a segmentation fault, and torch imports triton the first time an
+    optimiser is built (training after rendering in one process). Loaded in this order they coexist."""
+    import importlib.util
+    import sys
+
+    if "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
+
+
 def gl_backend() -> str:
     """The OpenGL backend mujoco was imported with: "egl", "osmesa", "glfw", ..."""
     module = getattr(getattr(mujoco, "GLContext", None), "__module__", "") or ""
@@ -337,6 +348,7 @@ class ArmSim:
         if self._renderer is None or (self._renderer.width, self._renderer.height) != (width, height):
             self.close()
             _check_gl_backend()
+            _load_triton_before_gl()
             try:
                 self._renderer = mujoco.Renderer(self.model, height=height, width=width)
             except Exception as exc:  # noqa: BLE001 - GL failures surface as many types

@@ -227,6 +227,23 @@ def test_render_or_clear_error():
         sim.close()
 
 
+def test_training_after_rendering_in_one_process():
+    """Software GL brings its own LLVM; triton loaded after it (torch does so when an optimiser is
+    first built) used to kill the process with a segmentation fault."""
+    import subprocess
+    import sys
+
+    code = ("from pvrnn_ros.sim import scene_path\n"
+            "from pvrnn_ros.sim.arm_sim import ArmSim\n"
+            "sim = ArmSim(scene_path('arm7'))\n"
+            "try:\n    sim.render(32, 24)\nexcept RuntimeError as exc:\n    print('no GL:', exc)\n"
+            "import torch\n"
+            "torch.optim.Adam([torch.zeros(2, requires_grad=True)])\n"
+            "print('trained after rendering')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "trained after rendering" in proc.stdout, (proc.returncode, proc.stderr[-2000:])
+
+
 def test_bench_script_reports_rtf(tmp_path):
     import subprocess
     import sys
