@@ -531,9 +531,10 @@ def _regress_par(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
 # ------------------------------------------------------------------------------------------------
 @njit(cache=True, fastmath=_FM, error_model="numpy")
 def _mma(V, v0, X, x0, n_rows, Wm, n):
-    """V[v0 + b, :nc] += X[x0 + b, :n] @ Wm[:n] for b < n_rows (nc = Wm.shape[1]). Four rows of X
-    share each pass over two rows of Wm, so each weight loaded feeds four multiply-adds and each
-    load/store of V two. Rows are addressed by offset (not sliced) so they stay contiguous."""
+    """V[v0 + b, :nc] += X[x0 + b, :n] @ Wm[:n] for b < n_rows (nc = Wm.shape[1]). Blocks of four
+    rows of X share each pass over four rows of Wm: each weight loaded feeds four multiply-adds,
+    each load and store of V four. Rows are addressed by offset (not sliced) so they stay
+    contiguous."""
     nc = Wm.shape[1]
     b = 0
     while b + 4 <= n_rows:
@@ -546,33 +547,78 @@ def _mma(V, v0, X, x0, n_rows, Wm, n):
         xc = X[x0 + b + 2]
         xd = X[x0 + b + 3]
         r = 0
-        while r + 2 <= n:
+        while r + 4 <= n:
             w0 = Wm[r]
             w1 = Wm[r + 1]
-            a0, a1 = xa[r], xa[r + 1]
-            b0_, b1_ = xb[r], xb[r + 1]
-            c0, c1 = xc[r], xc[r + 1]
-            d0_, d1_ = xd[r], xd[r + 1]
+            w2 = Wm[r + 2]
+            w3 = Wm[r + 3]
+            a0, a1, a2, a3 = xa[r], xa[r + 1], xa[r + 2], xa[r + 3]
+            b0, b1, b2, b3 = xb[r], xb[r + 1], xb[r + 2], xb[r + 3]
+            c0, c1, c2, c3 = xc[r], xc[r + 1], xc[r + 2], xc[r + 3]
+            e0, e1, e2, e3 = xd[r], xd[r + 1], xd[r + 2], xd[r + 3]
             for c in range(nc):
                 u0 = w0[c]
                 u1 = w1[c]
-                va[c] += a0 * u0 + a1 * u1
-                vb[c] += b0_ * u0 + b1_ * u1
-                vc[c] += c0 * u0 + c1 * u1
-                vd[c] += d0_ * u0 + d1_ * u1
-            r += 2
-        if r < n:
+                u2 = w2[c]
+                u3 = w3[c]
+                va[c] += (a0 * u0 + a1 * u1) + (a2 * u2 + a3 * u3)
+                vb[c] += (b0 * u0 + b1 * u1) + (b2 * u2 + b3 * u3)
+                vc[c] += (c0 * u0 + c1 * u1) + (c2 * u2 + c3 * u3)
+                vd[c] += (e0 * u0 + e1 * u1) + (e2 * u2 + e3 * u3)
+            r += 4
+        while r < n:
             w0 = Wm[r]
-            a0, b0_, c0, d0_ = xa[r], xb[r], xc[r], xd[r]
+            a0, b0, c0, e0 = xa[r], xb[r], xc[r], xd[r]
             for c in range(nc):
                 u0 = w0[c]
                 va[c] += a0 * u0
-                vb[c] += b0_ * u0
+                vb[c] += b0 * u0
                 vc[c] += c0 * u0
-                vd[c] += d0_ * u0
+                vd[c] += e0 * u0
+            r += 1
         b += 4
     while b < n_rows:
         _mva(V[v0 + b], X[x0 + b], Wm, n)
+        b += 1
+
+
+@njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
+def _mmt_rows(V, X, x0, n_rows, WmT):
+    """V[b, r] += sum_c WmT[r, c] X[x0 + b, c] (c < WmT.shape[1]): the product for few output
+    columns (a 7-joint output layer), where `_mma`'s rows would be too short to vectorise; four
+    rows of X per pass over WmT, sums over c reassociated so they vectorise."""
+    R, C = WmT.shape
+    b = 0
+    while b + 4 <= n_rows:
+        g0 = X[x0 + b]
+        g1 = X[x0 + b + 1]
+        g2 = X[x0 + b + 2]
+        g3 = X[x0 + b + 3]
+        for r in range(R):
+            w = WmT[r]
+            a0 = w[0] * 0
+            a1 = a0
+            a2 = a0
+            a3 = a0
+            for c in range(C):
+                wc = w[c]
+                a0 += wc * g0[c]
+                a1 += wc * g1[c]
+                a2 += wc * g2[c]
+                a3 += wc * g3[c]
+            V[b, r] += a0
+            V[b + 1, r] += a1
+            V[b + 2, r] += a2
+            V[b + 3, r] += a3
+        b += 4
+    while b < n_rows:
+        g0 = X[x0 + b]
+        for r in range(R):
+            w = WmT[r]
+            a0 = w[0] * 0
+            for c in range(C):
+                a0 += w[c] * g0[c]
+            V[b, r] += a0
         b += 1
 
 
@@ -584,7 +630,7 @@ def _batch_buffers(nb, W, Z, Dsum, d1, O, D, ncat, nq, dt):
     return (np.empty(((W + 1) * nb, Dsum), dt), np.empty(((W + 1) * nb, Dsum), dt),  # H, Dd
             np.empty((nb, ncat), dt), np.empty((nb, Z), dt),  # P (products of d_{t-1}), ZB (z_t)
             np.empty((rows, Z)), np.empty((rows, Z)), np.empty((rows, Z)), np.empty((rows, Z)),  # MUQ LSQ SQ OKQ
-            np.empty((rows, Z)), np.empty((rows, Z)), np.empty((rows, Z)),  # MUP, LSP, OKP
+            np.empty((rows, Z)), np.empty((rows, Z)), np.empty((rows, Z)), np.empty((rows, Z)),  # MUP LSP OKP INV2P
             np.empty((rows, O), dt), np.empty((rows, O), np.float32), np.empty((rows, O), np.int32),  # RAW XS IB
             np.empty((rows, O), dt), np.empty((rows, d1), dt),  # GRAW, GDO
             np.zeros((rows, D)), np.zeros((rows, D)), np.empty((rows, O), np.float32),  # PLOGP, PSUM, TG
@@ -611,10 +657,10 @@ def _batch_targets(b0, nb, softmax, tgt, mask, offs, nbins, TG, PLOGP, PSUM, MAS
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
-def _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, b_o, has_q, b0, nb, k, amu, als, use_eps, eps,
+def _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, b0, nb, k, amu, als, use_eps, eps,
                    lmin, lmax, first_unit, softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
-                   H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC,
-                   LOSS, need_grad):
+                   H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, PLOGP, PSUM,
+                   ROWREC, LOSS, need_grad):
     """`_forward` for windows b0 .. b0+nb-1 at once (rows 0..nb-1 of H, Dd: their carried state,
     set by the caller); LOSS[j] = window b0+j's loss. One product per step serves the recurrence,
     the prior and the posterior: P = d_{t-1} [W_rec | W_p | W_q] + [b_h | b_p | b_q]."""
@@ -659,7 +705,9 @@ def _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, b_o, has_q, b0, nb, k, amu,
                     LSP[r, i], OKP[r, i] = _clamp_ok(p[Dsum + Z + i], lmin, lmax)
                 w = kl_w1[i] if unit else kl_w[i]
                 dm = MUQ[r, i] - MUP[r, i]
-                klsum += w * (LSP[r, i] - LSQ[r, i] + (s * s + dm * dm) * math.exp(-2.0 * LSP[r, i]) * 0.5 - 0.5)
+                inv2p = math.exp(-2.0 * LSP[r, i])
+                INV2P[r, i] = inv2p  # 1 / sigma_p^2, again in the backward pass
+                klsum += w * (LSP[r, i] - LSQ[r, i] + (s * s + dm * dm) * inv2p * 0.5 - 0.5)
             LOSS[j] += klsum
         _mma(P, 0, ZB, 0, nb, W_zd, Z)
         for j in range(nb):
@@ -675,24 +723,30 @@ def _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, b_o, has_q, b0, nb, k, amu,
     for r in range(rows):
         for o in range(O):
             RAW[r, o] = b_o[o]
-    _mma(RAW, 0, Dd, nb, rows, W_o, d1)
+    if O < 16:
+        _mmt_rows(RAW, Dd, nb, rows, W_oT)
+    else:
+        _mma(RAW, 0, Dd, nb, rows, W_o, d1)
     _output_loss(softmax, RAW, XS, IB, TG, MASK, offs, nbins, PLOGP, PSUM, GRAW, need_grad, ROWREC)
     for r in range(rows):
         LOSS[r % nb] += ROWREC[r]
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
-def _backward_batch(M1, M2, W_o, inv_tau, has_q, b0, nb, k, use_eps, eps, first_unit, kl_w, kl_w1,
-                    Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, GDO, GD, GC, GU, G1, GQ, GMU, GLS):
+def _backward_batch(M1, M2, W_oT, inv_tau, has_q, b0, nb, k, use_eps, eps, first_unit, kl_w, kl_w1,
+                    Dd, MUQ, SQ, OKQ, MUP, INV2P, OKP, GRAW, GDO, GD, GC, GU, G1, GQ, GMU, GLS):
     """`_backward` for windows b0 .. b0+nb-1 at once; dL/dA into GMU, GLS (time-major rows).
     Two products per step: g_u [W_rec^T | W_zd^T] (M1) gives g_z now and g_u's share of g_d_{t-1};
     [g_p | g_q] [W_p^T ; W_q^T] (M2) adds the prior's and posterior's shares."""
     Dsum = M1.shape[0]
     Z = M1.shape[1] - Dsum
     W = GMU.shape[0] // nb
-    d1 = W_o.shape[0]
+    O, d1 = W_oT.shape
     n1 = M1.shape[1]
-    _mmt(GDO, GRAW, W_o)
+    for r in range(GDO.shape[0]):
+        for c in range(d1):
+            GDO[r, c] = 0.0
+    _mma(GDO, 0, GRAW, 0, GDO.shape[0], W_oT, O)
     for j in range(nb):
         for c in range(Dsum):
             GD[j, c] = 0.0
@@ -726,7 +780,7 @@ def _backward_batch(M1, M2, W_o, inv_tau, has_q, b0, nb, k, use_eps, eps, first_
                 mq = MUQ[r, i]
                 mp = MUP[r, i]
                 sq = SQ[r, i]
-                inv2p = math.exp(-2.0 * LSP[r, i])
+                inv2p = INV2P[r, i]
                 dm = w * (mq - mp) * inv2p
                 gmu = gz + dm
                 gls = w * (sq * sq * inv2p - 1.0)
@@ -750,7 +804,7 @@ def _backward_batch(M1, M2, W_o, inv_tau, has_q, b0, nb, k, use_eps, eps, first_
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
-def _regress_batch(b0, b1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, b_o, has_q,
+def _regress_batch(b0, b1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, has_q,
                    h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, beta1, beta2, adam_eps,
                    use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
                    keep_best, losses, best_mu, best_ls, best_iter):
@@ -760,7 +814,7 @@ def _regress_batch(b0, b1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, b_o, has_q,
     _, W, Z = a_mu.shape
     Dsum = W_zd.shape[1]
     d1, O = W_o.shape
-    (H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, GDO, PLOGP, PSUM, TG, MASK, ROWREC,
+    (H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, GDO, PLOGP, PSUM, TG, MASK, ROWREC,
      GD, GC, GU, G1, GQ, GMU, GLS, LOSS) = _batch_buffers(nb, W, Z, Dsum, d1, O, mask.shape[2], W_cat.shape[1],
                                                           M2.shape[0], W_zd.dtype)
     _batch_targets(b0, nb, softmax, tgt, mask, offs, nbins, TG, PLOGP, PSUM, MASK)
@@ -770,9 +824,9 @@ def _regress_batch(b0, b1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, b_o, has_q,
             Dd[j, c] = d0[b0 + j, c]
     best = np.full(nb, np.inf)
     for k in range(K):
-        _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, b_o, has_q, b0, nb, k, a_mu, a_ls, use_eps, eps,
+        _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, b0, nb, k, a_mu, a_ls, use_eps, eps,
                        lmin, lmax, first_unit, softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
-                       H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC,
+                       H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC,
                        LOSS, True)
         for j in range(nb):
             b = b0 + j
@@ -782,8 +836,8 @@ def _regress_batch(b0, b1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, b_o, has_q,
                 best_iter[b] = k
                 best_mu[b, :, :] = a_mu[b]
                 best_ls[b, :, :] = a_ls[b]
-        _backward_batch(M1, M2, W_o, inv_tau, has_q, b0, nb, k, use_eps, eps, first_unit, kl_w, kl_w1,
-                        Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, GDO, GD, GC, GU, G1, GQ, GMU, GLS)
+        _backward_batch(M1, M2, W_oT, inv_tau, has_q, b0, nb, k, use_eps, eps, first_unit, kl_w, kl_w1,
+                        Dd, MUQ, SQ, OKQ, MUP, INV2P, OKP, GRAW, GDO, GD, GC, GU, G1, GQ, GMU, GLS)
         step = step0 + k + 1
         bc1 = 1.0 - beta1 ** step
         sbc2 = math.sqrt(1.0 - beta2 ** step)
@@ -804,9 +858,9 @@ def _regress_batch(b0, b1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, b_o, has_q,
                     vl[t, i] = beta2 * vl[t, i] + (1.0 - beta2) * g * g
                     als[t, i] -= alpha * ml[t, i] / (math.sqrt(vl[t, i]) / sbc2 + adam_eps)
     if keep_best and K > 0:
-        _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, b_o, has_q, b0, nb, K - 1, a_mu, a_ls, use_eps, eps,
+        _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, b0, nb, K - 1, a_mu, a_ls, use_eps, eps,
                        lmin, lmax, first_unit, softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
-                       H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC,
+                       H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC,
                        LOSS, False)
         for j in range(nb):
             b = b0 + j
@@ -817,7 +871,7 @@ def _regress_batch(b0, b1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, b_o, has_q,
 
 
 @njit(cache=True, parallel=True)
-def _regress_batch_par(n_parts, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, b_o, has_q,
+def _regress_batch_par(n_parts, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, has_q,
                        h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, beta1, beta2, adam_eps,
                        use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
                        keep_best, losses, best_mu, best_ls, best_iter):
@@ -825,19 +879,19 @@ def _regress_batch_par(n_parts, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, b_o, h
     B = a_mu.shape[0]
     for part in prange(n_parts):
         _regress_batch(part * B // n_parts, (part + 1) * B // n_parts, W_cat, b_cat, M1, M2, W_zd, inv_tau,
-                       W_o, b_o, has_q, h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, beta1, beta2,
+                       W_o, W_oT, b_o, has_q, h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, beta1, beta2,
                        adam_eps, use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w,
                        kl_w1, keep_best, losses, best_mu, best_ls, best_iter)
 
 
 @njit(cache=True)
-def _grad_batch(W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, b_o, has_q, h0, d0, a_mu, a_ls, use_eps, eps,
+def _grad_batch(W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, has_q, h0, d0, a_mu, a_ls, use_eps, eps,
                 lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1, losses, g_mu, g_ls):
     """Window losses [B] and dL/dA by the batched kernels (eps [1, B, W, Z]): the testing hook."""
     B, W, Z = a_mu.shape
     Dsum = W_zd.shape[1]
     d1, O = W_o.shape
-    (H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, GDO, PLOGP, PSUM, TG, MASK, ROWREC,
+    (H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, GDO, PLOGP, PSUM, TG, MASK, ROWREC,
      GD, GC, GU, G1, GQ, GMU, GLS, LOSS) = _batch_buffers(B, W, Z, Dsum, d1, O, mask.shape[2], W_cat.shape[1],
                                                           M2.shape[0], W_zd.dtype)
     _batch_targets(0, B, softmax, tgt, mask, offs, nbins, TG, PLOGP, PSUM, MASK)
@@ -845,12 +899,12 @@ def _grad_batch(W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, b_o, has_q, h0, d0, a_
         for c in range(Dsum):
             H[j, c] = h0[j, c]
             Dd[j, c] = d0[j, c]
-    _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, b_o, has_q, 0, B, 0, a_mu, a_ls, use_eps, eps,
+    _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, 0, B, 0, a_mu, a_ls, use_eps, eps,
                    lmin, lmax, first_unit, softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
-                   H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC,
+                   H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC,
                    LOSS, True)
-    _backward_batch(M1, M2, W_o, inv_tau, has_q, 0, B, 0, use_eps, eps, first_unit, kl_w, kl_w1,
-                    Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, GDO, GD, GC, GU, G1, GQ, GMU, GLS)
+    _backward_batch(M1, M2, W_oT, inv_tau, has_q, 0, B, 0, use_eps, eps, first_unit, kl_w, kl_w1,
+                    Dd, MUQ, SQ, OKQ, MUP, INV2P, OKP, GRAW, GDO, GD, GC, GU, G1, GQ, GMU, GLS)
     for j in range(B):
         losses[j] = LOSS[j]
         for t in range(W):
@@ -984,6 +1038,7 @@ class _Prepared:
         self.W_cat = np.ascontiguousarray(np.concatenate(from_d, axis=1))
         self.b_cat = np.ascontiguousarray(np.concatenate([self.b_h, self.b_p] + ([self.b_q] if self.has_q else [])))
         self.M1 = np.ascontiguousarray(np.concatenate([self.W_recT, self.W_zd.T], axis=1))
+        self.W_oT = np.ascontiguousarray(self.W_o.T)
         self.M2 = np.ascontiguousarray(np.concatenate([self.W_pT] + ([self.W_qT] if self.has_q else []), axis=0))
         coding = model.coding
         self.softmax = coding.kind == "softmax"
@@ -1002,7 +1057,8 @@ class _Prepared:
                 self.has_q, self.W_q, self.W_qT, self.b_q, self.W_o, self.b_o)
 
     def batch_weights(self):
-        return (self.W_cat, self.b_cat, self.M1, self.M2, self.W_zd, self.inv_tau, self.W_o, self.b_o, self.has_q)
+        return (self.W_cat, self.b_cat, self.M1, self.M2, self.W_zd, self.inv_tau, self.W_o, self.W_oT, self.b_o,
+                self.has_q)
 
 
 class _WeightCache:
