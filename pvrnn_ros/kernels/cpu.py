@@ -513,19 +513,6 @@ def _regress(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT
                         keep_best, losses, best_mu, best_ls, best_iter)
 
 
-@njit(cache=True, parallel=True)
-def _regress_par(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
-                 h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
-                 use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
-                 keep_best, losses, best_mu, best_ls, best_iter):
-    """As _regress with the windows spread over threads (B > 1)."""
-    for b in prange(a_mu.shape[0]):
-        _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
-                        h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
-                        use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
-                        keep_best, losses, best_mu, best_ls, best_iter)
-
-
 # ------------------------------------------------------------------------------------------------
 # batched windows: B windows advance together, so every product is matrix-matrix
 # ------------------------------------------------------------------------------------------------
@@ -1295,7 +1282,7 @@ def warmup() -> float:
             fw = model.flat()
             fw = type(fw)(*[None if x is None else x.detach() for x in fw])
             Z = model.z_total
-            for B in (1, 2):  # B = 2 compiles the threaded driver too
+            for B in (1, 2):  # B = 2: the batched kernels, serial and (threads allowing) threaded
                 st = model.zero_state(B)
                 a = torch.zeros(B, 2, Z)
                 problem = WindowProblem(model, fw, st.h, st.d, model.coding.target(torch.zeros(B, 2, 2)),
@@ -1303,6 +1290,11 @@ def warmup() -> float:
                                         torch.zeros(1, B, 2, Z), 0.1, 1, keep_best=True)
                 backend = CpuBackend()
                 backend.regress(problem, a, a, AdamState.zeros_like(a))
+                if B == 2:
+                    threaded = CpuBackend()
+                    threaded.MIN_WINDOWS_PER_THREAD = 1
+                    if threaded.batch_parts(B) > 1:
+                        threaded.regress(problem, a, a, AdamState.zeros_like(a))
                 if B == 1:  # the tick's last pass: mean path and sampled rollouts
                     backend.window_pass(problem, a, a, 2, None)
                     backend.window_pass(problem, a, a, 2, torch.zeros(2, 2, Z))
