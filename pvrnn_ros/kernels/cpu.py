@@ -277,10 +277,17 @@ def _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW,
                         E[k] = g * E[k] - h * p[k]
             ROWREC[t] = (rec - rec_before) * inv_D
     else:
+        # tanh(x) = 1 - 2 / (e^{2x} + 1) with every exp in one vectorised pass (as _tanh, in float64)
+        EX = np.empty(W * D)
+        EB = np.empty(W * D, np.int64)
+        for t in range(W):
+            for j in range(D):
+                EX[t * D + j] = 2.0 * RAW[t, j]
+        _exp64v(EX, W * D, EB)
         for t in range(W):
             rec_before = rec
             for j in range(D):
-                y = _tanh(RAW[t, j])
+                y = 1.0 - 2.0 / (EX[t * D + j] + 1.0)
                 mj = mask[t, j]  # the dimension's weight (core.modalities); 0 = not observed
                 if mj != 0.0:
                     diff = y - TG[t, j]
