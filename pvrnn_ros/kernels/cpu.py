@@ -844,6 +844,17 @@ def _backward_batch(M1, M2, W_oT, inv_tau, has_q, b0, nb, k, use_eps, eps, first
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
+def _adam_flat(a, m, v, g, alpha, sbc2, beta1, beta2, adam_eps):
+    """One Adam step on flat a with moments m, v and gradient g (torch.optim.Adam's update:
+    alpha = lr / (1 - beta1^step), sbc2 = sqrt(1 - beta2^step))."""
+    for k in range(a.shape[0]):
+        gk = g[k]
+        m[k] = beta1 * m[k] + (1.0 - beta1) * gk
+        v[k] = beta2 * v[k] + (1.0 - beta2) * gk * gk
+        a[k] -= alpha * m[k] / (math.sqrt(v[k]) / sbc2 + adam_eps)
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
 def _regress_batch(b0, b1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, has_q,
                    h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, beta1, beta2, adam_eps,
                    use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
@@ -863,6 +874,7 @@ def _regress_batch(b0, b1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, 
             H[j, c] = h0[b0 + j, c]
             Dd[j, c] = d0[b0 + j, c]
     best = np.full(nb, np.inf)
+    GFLAT = np.empty((2, W * Z))
     for k in range(K):
         _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, b0, nb, k, a_mu, a_ls, use_eps, eps,
                        lmin, lmax, first_unit, softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
@@ -884,19 +896,17 @@ def _regress_batch(b0, b1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, 
         alpha = lr / bc1
         for j in range(nb):
             b = b0 + j
-            amu, als = a_mu[b], a_ls[b]
-            mm, vm, ml, vl = m_mu[b], v_mu[b], m_ls[b], v_ls[b]
+            # the window's gradient gathered into flat rows, so the update runs as one flat loop
+            # over W x Z (sqrt and division vectorise) instead of W loops of Z
             for t in range(W):
                 r = t * nb + j
                 for i in range(Z):
-                    g = GMU[r, i]
-                    mm[t, i] = beta1 * mm[t, i] + (1.0 - beta1) * g
-                    vm[t, i] = beta2 * vm[t, i] + (1.0 - beta2) * g * g
-                    amu[t, i] -= alpha * mm[t, i] / (math.sqrt(vm[t, i]) / sbc2 + adam_eps)
-                    g = GLS[r, i]
-                    ml[t, i] = beta1 * ml[t, i] + (1.0 - beta1) * g
-                    vl[t, i] = beta2 * vl[t, i] + (1.0 - beta2) * g * g
-                    als[t, i] -= alpha * ml[t, i] / (math.sqrt(vl[t, i]) / sbc2 + adam_eps)
+                    GFLAT[0, t * Z + i] = GMU[r, i]
+                    GFLAT[1, t * Z + i] = GLS[r, i]
+            _adam_flat(a_mu[b].reshape(W * Z), m_mu[b].reshape(W * Z), v_mu[b].reshape(W * Z), GFLAT[0],
+                       alpha, sbc2, beta1, beta2, adam_eps)
+            _adam_flat(a_ls[b].reshape(W * Z), m_ls[b].reshape(W * Z), v_ls[b].reshape(W * Z), GFLAT[1],
+                       alpha, sbc2, beta1, beta2, adam_eps)
     if keep_best and K > 0:
         _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, b0, nb, K - 1, a_mu, a_ls, use_eps, eps,
                        lmin, lmax, first_unit, softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
