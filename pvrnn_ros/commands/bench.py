@@ -9,6 +9,9 @@ DESCRIPTION = (
     "the autograd reference, on random weights, single-threaded: (a) an NRL-like 16-joint softmax "
     "net at W=K=15, (b) the default config at W=K=15, (c) at W=K=50, (d) (c) with 64 windows; "
     "(f) the whole engine tick a node runs (b plus the last window pass and 16 prior rollouts); "
+    "(g)-(j) planning at T-GLean size (W=70, K=100/500, B=1/16 candidates). Batched cases also time "
+    "their B=1 tick interleaved and report the per-window cost and the B/B=1 ratio, threaded (cpu) "
+    "and on one thread (cpu_1t); "
     "then (e) training epochs/s of the reference and fused CPU trainers, interleaved. JIT compile time is "
     "reported separately."
 )

@@ -9,7 +9,7 @@ import json
 import platform
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -74,6 +74,32 @@ def make_problem(sc: Scenario, seed: int = 0, sample_posterior: bool = False):
     return problem, a_mu, a_ls, AdamState.zeros_like(a_mu)
 
 
+def _time_batched(backend, big, one, rounds: int, per_round: int, budget_s: float):
+    """Ticks of the B-window problem `big` and its B = 1 counterpart `one`, interleaved in rounds
+    (per_round calls of each): (big times, one times, per-round ratios of the medians)."""
+    backend.regress(*big)
+    for _ in range(3):
+        backend.regress(*one)
+    t_big, t_one, ratios = [], [], []
+    start = time.perf_counter()
+    for r in range(rounds):
+        rb, ro = [], []
+        for _ in range(per_round):
+            t0 = time.perf_counter()
+            backend.regress(*big)
+            rb.append((time.perf_counter() - t0) * 1e3)
+            for _ in range(3):  # the B = 1 tick is short: three per big one, for a steadier median
+                t0 = time.perf_counter()
+                backend.regress(*one)
+                ro.append((time.perf_counter() - t0) * 1e3)
+        t_big += rb
+        t_one += ro
+        ratios.append(statistics.median(rb) / statistics.median(ro))
+        if r >= 2 and time.perf_counter() - start > budget_s:
+            break
+    return t_big, t_one, ratios
+
+
 def _time_ticks(backend, problem, a_mu, a_ls, adam, repeats: int, warmup: int, budget_s: float) -> list[float]:
     for _ in range(warmup):
         backend.regress(problem, a_mu, a_ls, adam)
@@ -97,6 +123,12 @@ class Row:
     p90_ms: float
     n: int
     speedup: float | None = None
+    # batched cases (B > 1): the same problem at B = 1 timed interleaved with it, so the ratio is
+    # side by side (the machine's load changes between cases)
+    batch: int = 1
+    b1_median_ms: float | None = None
+    ratio_vs_b1: float | None = None  # median over rounds of (B-window tick / B = 1 tick)
+    per_window_ms: float | None = None
 
 
 @dataclass
@@ -127,7 +159,8 @@ def run_bench(quick: bool = False, backends: list[str] | None = None, only: str 
               train_fast: bool = True, log=print) -> BenchResult:
     torch.set_num_threads(1)
     res = BenchResult(machine=f"{platform.processor() or platform.machine()}, {_cpu_count()} CPU cores, "
-                              f"torch {torch.__version__}, {torch.get_num_threads()} torch thread")
+                              f"torch {torch.__version__}, {torch.get_num_threads()} torch thread"
+                              + _numba_threads())
     bks = _backends(backends)
     # JIT compile (or on-disk cache load), reported separately and excluded from the timings
     for name, _ in bks:
@@ -159,15 +192,33 @@ def run_bench(quick: bool = False, backends: list[str] | None = None, only: str 
                 warm = 3
             if quick and slow and sc.B > 1:
                 repeats = 2
-            ts = _time_ticks(bk, problem, a_mu, a_ls, adam, repeats, warm, budget)
-            med, p90 = statistics.median(ts), float(np.percentile(ts, 90))
-            row = Row(sc.key, sc.title, name, med, p90, len(ts))
-            if slow:
-                ref_median = med
-            elif ref_median:
-                row.speedup = ref_median / med
-            res.rows.append(row)
-            log(_fmt_row(row))
+            variants = [(name, bk)]
+            if name == "cpu" and sc.B > 1:  # the batched path on one thread too
+                from pvrnn_ros.kernels.cpu import CpuBackend
+
+                variants.append(("cpu_1t", CpuBackend(parallel=False)))
+            for label, backend in variants:
+                one = None
+                if sc.B > 1 and not slow:
+                    one = make_problem(replace(sc, B=1))
+                    rounds = 3 if quick else 7
+                    per_round = max(1, min(10, int(2000 / max(1, big // 1000))))
+                    ts, ts1, ratios = _time_batched(backend, (problem, a_mu, a_ls, adam), one, rounds,
+                                                    2 if quick else per_round, budget)
+                else:
+                    ts = _time_ticks(backend, problem, a_mu, a_ls, adam, repeats, warm, budget)
+                med, p90 = statistics.median(ts), float(np.percentile(ts, 90))
+                row = Row(sc.key, sc.title, label, med, p90, len(ts), batch=sc.B)
+                if one is not None:
+                    row.b1_median_ms = statistics.median(ts1)
+                    row.ratio_vs_b1 = statistics.median(ratios)
+                    row.per_window_ms = med / sc.B
+                if slow:
+                    ref_median = med
+                elif ref_median:
+                    row.speedup = ref_median / med
+                res.rows.append(row)
+                log(_fmt_row(row))
     if "f" in only:
         res.rows.extend(bench_engine(bks, quick, log))
     if "e" in only:
@@ -288,15 +339,32 @@ def bench_training(quick: bool, fast: bool, log=print) -> dict[str, float]:
     return out
 
 
+def _numba_threads() -> str:
+    try:
+        import numba
+
+        return f", {numba.get_num_threads()} numba threads (cpu: B > 1 windows threaded, cpu_1t: one thread)"
+    except ImportError:
+        return ""
+
+
 def _cpu_count() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def _batched_note(r: Row) -> str:
+    if r.ratio_vs_b1 is None:
+        return ""
+    return (f"  B={r.batch}: {r.per_window_ms:.3f} ms per window, {r.ratio_vs_b1:.1f}x the B=1 tick "
+            f"({r.b1_median_ms:.3f} ms, interleaved)")
+
+
 def _fmt_row(r: Row) -> str:
     sp = f"{r.speedup:8.1f}x" if r.speedup else "        -"
-    return f"({r.scenario}) {r.backend:10s} median {r.median_ms:10.3f} ms  p90 {r.p90_ms:10.3f} ms  n={r.n:<4d} speed-up {sp}"
+    return (f"({r.scenario}) {r.backend:10s} median {r.median_ms:10.3f} ms  p90 {r.p90_ms:10.3f} ms  n={r.n:<4d} "
+            f"speed-up {sp}" + _batched_note(r))
 
 
 def format_table(res: BenchResult) -> str:
@@ -307,6 +375,8 @@ def format_table(res: BenchResult) -> str:
     for r in res.rows:
         sp = f"{r.speedup:8.1f}x" if r.speedup else "        -"
         lines.append(f"({r.scenario})  {r.backend:10s} {r.median_ms:10.3f} {r.p90_ms:10.3f} {r.n:4d} {sp}  {r.title}")
+        if r.ratio_vs_b1 is not None:
+            lines.append(f"{'':26s}{_batched_note(r).strip()}")
     tr = res.training
     if tr:
         lines.append("(e)  training epochs/s (default config, 12 seq x 160 steps; _Nt = N threads; speed-up over "

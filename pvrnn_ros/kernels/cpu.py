@@ -125,7 +125,7 @@ def _mva(v, x, W, n):
 def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
              h0, d0, amu, als, use_eps, eps, lmin, lmax, first_unit,
              softmax, TG, mask, offs, nbins, kl_w, kl_w1,
-             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, need_grad):
+             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC, need_grad):
     """One window's forward pass; fills the activation buffers, RAW (output pre-activations) and
     GRAW (dL/draw) and returns the window loss. Dd[t] / H[t] hold d_{t-1} / h_{t-1} (row 0 =
     carried state). The recurrence runs first; the output layer, which nothing feeds back from,
@@ -201,7 +201,7 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
         for o in range(O):
             r[o] = b_o[o]
         _mva(r, Dd[t + 1], W_o, d1)
-    return loss + _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW, need_grad)
+    return loss + _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW, need_grad, ROWREC)
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
@@ -216,10 +216,11 @@ def _clamp_ok(pre, lmin, lmax):
 
 
 @njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
-def _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW, need_grad):
-    """Reconstruction loss of all W steps from RAW [W, O] against TG [W, O] (target laid out as
-    the outputs); GRAW = dL/dRAW when need_grad. Per-joint sums run in float32 (at most a few
-    dozen terms, reassociated so they vectorise), the loss accumulates in float64."""
+def _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW, need_grad, ROWREC):
+    """Reconstruction loss of all W rows (steps) from RAW [W, O] against TG [W, O] (target laid
+    out as the outputs); GRAW = dL/dRAW when need_grad, ROWREC [W] each row's share (the batched
+    kernel's rows interleave windows). Per-joint sums run in float32 (at most a few dozen terms,
+    reassociated so they vectorise), the loss accumulates in float64."""
     W, O = RAW.shape
     D = mask.shape[1]
     inv_D = 1.0 / D
@@ -242,6 +243,7 @@ def _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW,
             E = GRAW[t]
             x = XS[t]
             p = TG[t]
+            rec_before = rec
             for j in range(D):
                 off = offs[j]
                 end = off + nbins[j]
@@ -273,10 +275,19 @@ def _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW,
                     h = _C(mj * inv_D)
                     for k in range(off, end):
                         E[k] = g * E[k] - h * p[k]
+            ROWREC[t] = (rec - rec_before) * inv_D
     else:
+        # tanh(x) = 1 - 2 / (e^{2x} + 1) with every exp in one vectorised pass (as _tanh, in float64)
+        EX = np.empty(W * D)
+        EB = np.empty(W * D, np.int64)
         for t in range(W):
             for j in range(D):
-                y = _tanh(RAW[t, j])
+                EX[t * D + j] = 2.0 * RAW[t, j]
+        _exp64v(EX, W * D, EB)
+        for t in range(W):
+            rec_before = rec
+            for j in range(D):
+                y = 1.0 - 2.0 / (EX[t * D + j] + 1.0)
                 mj = mask[t, j]  # the dimension's weight (core.modalities); 0 = not observed
                 if mj != 0.0:
                     diff = y - TG[t, j]
@@ -284,6 +295,7 @@ def _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW,
                     GRAW[t, j] = mj * diff * (1.0 - y * y) * inv_D
                 else:
                     GRAW[t, j] = 0.0
+            ROWREC[t] = (rec - rec_before) * inv_D
     return rec * inv_D
 
 
@@ -431,7 +443,8 @@ def _buffers(W, Z, Dsum, d1, O, D, dt):
             np.empty((W, O), dt), np.empty((W, O), np.float32), np.empty((W, O), np.int32),  # RAW, XS, IB
             np.empty((W, O), dt), np.empty((W, d1), dt),  # GRAW, GDO
             np.empty((W, Z)), np.empty((W, Z)),  # GMU, GLS
-            np.zeros((W, D)), np.zeros((W, D)), np.empty((W, O), np.float32))  # PLOGP, PSUM, TG
+            np.zeros((W, D)), np.zeros((W, D)), np.empty((W, O), np.float32),  # PLOGP, PSUM, TG
+            np.empty(W))  # ROWREC
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
@@ -444,7 +457,7 @@ def _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q,
     iteration at which it improved."""
     _, W, Z = a_mu.shape
     (H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, GDO, GMU, GLS, PLOGP,
-     PSUM, TG) = _buffers(W, Z, W_rec.shape[0], W_o.shape[0], W_o.shape[1], mask.shape[2], W_rec.dtype)
+     PSUM, TG, ROWREC) = _buffers(W, Z, W_rec.shape[0], W_o.shape[0], W_o.shape[1], mask.shape[2], W_rec.dtype)
     dummy = np.zeros((W, Z))
     _target_prep(softmax, tgt[b], offs, nbins, PLOGP, PSUM, TG)
     amu = a_mu[b]
@@ -455,7 +468,7 @@ def _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q,
         loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                         h0[b], d0[b], amu, als, use_eps, ek, lmin, lmax, first_unit,
                         softmax, TG, mask[b], offs, nbins, kl_w, kl_w1,
-                        H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, True)
+                        H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC, True)
         losses[k, b] = loss
         if keep_best and (k == 0 or loss < best):
             best = loss
@@ -487,7 +500,7 @@ def _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q,
         loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                         h0[b], d0[b], amu, als, use_eps, ek, lmin, lmax, first_unit,
                         softmax, TG, mask[b], offs, nbins, kl_w, kl_w1,
-                        H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, False)
+                        H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC, False)
         if loss < best:
             best_iter[b] = K
             best_mu[b, :, :] = amu
@@ -507,17 +520,447 @@ def _regress(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT
                         keep_best, losses, best_mu, best_ls, best_iter)
 
 
+# ------------------------------------------------------------------------------------------------
+# batched windows: B windows advance together, so every product is matrix-matrix
+# ------------------------------------------------------------------------------------------------
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _mma(V, v0, X, x0, n_rows, Wm, n):
+    """V[v0 + b, :nc] += X[x0 + b, :n] @ Wm[:n] for b < n_rows (nc = Wm.shape[1]). Blocks of four
+    rows of X share each pass over four rows of Wm: each weight loaded feeds four multiply-adds,
+    each load and store of V four. Rows are addressed by offset (not sliced) so they stay
+    contiguous."""
+    nc = Wm.shape[1]
+    b = 0
+    while b + 4 <= n_rows:
+        va = V[v0 + b]
+        vb = V[v0 + b + 1]
+        vc = V[v0 + b + 2]
+        vd = V[v0 + b + 3]
+        xa = X[x0 + b]
+        xb = X[x0 + b + 1]
+        xc = X[x0 + b + 2]
+        xd = X[x0 + b + 3]
+        r = 0
+        while r + 4 <= n:
+            w0 = Wm[r]
+            w1 = Wm[r + 1]
+            w2 = Wm[r + 2]
+            w3 = Wm[r + 3]
+            a0, a1, a2, a3 = xa[r], xa[r + 1], xa[r + 2], xa[r + 3]
+            b0, b1, b2, b3 = xb[r], xb[r + 1], xb[r + 2], xb[r + 3]
+            c0, c1, c2, c3 = xc[r], xc[r + 1], xc[r + 2], xc[r + 3]
+            e0, e1, e2, e3 = xd[r], xd[r + 1], xd[r + 2], xd[r + 3]
+            for c in range(nc):
+                u0 = w0[c]
+                u1 = w1[c]
+                u2 = w2[c]
+                u3 = w3[c]
+                va[c] += (a0 * u0 + a1 * u1) + (a2 * u2 + a3 * u3)
+                vb[c] += (b0 * u0 + b1 * u1) + (b2 * u2 + b3 * u3)
+                vc[c] += (c0 * u0 + c1 * u1) + (c2 * u2 + c3 * u3)
+                vd[c] += (e0 * u0 + e1 * u1) + (e2 * u2 + e3 * u3)
+            r += 4
+        while r < n:
+            w0 = Wm[r]
+            a0, b0, c0, e0 = xa[r], xb[r], xc[r], xd[r]
+            for c in range(nc):
+                u0 = w0[c]
+                va[c] += a0 * u0
+                vb[c] += b0 * u0
+                vc[c] += c0 * u0
+                vd[c] += e0 * u0
+            r += 1
+        b += 4
+    while b < n_rows:
+        _mva(V[v0 + b], X[x0 + b], Wm, n)
+        b += 1
+
+
+@njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
+def _mmt_rows(V, X, x0, n_rows, WmT):
+    """V[b, r] += sum_c WmT[r, c] X[x0 + b, c] (c < WmT.shape[1]): the product for few output
+    columns (a 7-joint output layer), where `_mma`'s rows would be too short to vectorise; four
+    rows of X per pass over WmT, sums over c reassociated so they vectorise."""
+    R, C = WmT.shape
+    b = 0
+    while b + 4 <= n_rows:
+        g0 = X[x0 + b]
+        g1 = X[x0 + b + 1]
+        g2 = X[x0 + b + 2]
+        g3 = X[x0 + b + 3]
+        for r in range(R):
+            w = WmT[r]
+            a0 = w[0] * 0
+            a1 = a0
+            a2 = a0
+            a3 = a0
+            for c in range(C):
+                wc = w[c]
+                a0 += wc * g0[c]
+                a1 += wc * g1[c]
+                a2 += wc * g2[c]
+                a3 += wc * g3[c]
+            V[b, r] += a0
+            V[b + 1, r] += a1
+            V[b + 2, r] += a2
+            V[b + 3, r] += a3
+        b += 4
+    while b < n_rows:
+        g0 = X[x0 + b]
+        for r in range(R):
+            w = WmT[r]
+            a0 = w[0] * 0
+            for c in range(C):
+                a0 += w[c] * g0[c]
+            V[b, r] += a0
+        b += 1
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _exp64v(x, n, ib):
+    """x[k] = exp(x[k]) for k < n in float64 (Cephes' exp: range reduction by ln 2 and a [2/3]
+    rational in r^2, ~1 ulp; the input clamped to [-708, 709]) as pure arithmetic, so the loop
+    vectorises where libm exp does not; 2^n built in the exponent bits (ib: int64 scratch). NaN
+    propagates."""
+    for k in range(n):
+        v = x[k]
+        c = v
+        c = -708.0 if c < -708.0 else c
+        c = 709.0 if c > 709.0 else c
+        c = 0.0 if v != v else c
+        fx = np.floor(c * 1.4426950408889634 + 0.5)
+        r = c - fx * 6.93145751953125e-1 - fx * 1.42860682030941723212e-6
+        rr = r * r
+        px = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 9.99999999999999999910e-1)
+        qx = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+              + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0
+        y = 1.0 + 2.0 * px / (qx - px)
+        x[k] = y if v == v else v
+        ib[k] = (np.int64(fx) + np.int64(1023)) << np.int64(52)
+    sc = ib.view(np.float64)
+    for k in range(n):
+        x[k] *= sc[k]
+
+
+@njit(cache=True)
+def _batch_buffers(nb, W, Z, Dsum, d1, O, D, ncat, nq, dt):
+    """Buffers of nb windows run together, time-major: row t*nb + j belongs to window j at step t
+    (H, Dd have W + 1 such blocks, the first the carried state)."""
+    rows = W * nb
+    return (np.empty(((W + 1) * nb, Dsum), dt), np.empty(((W + 1) * nb, Dsum), dt),  # H, Dd
+            np.empty((nb, ncat), dt), np.empty((nb, Z), dt),  # P (products of d_{t-1}), ZB (z_t)
+            np.empty((rows, Z)), np.empty((rows, Z)), np.empty((rows, Z)), np.empty((rows, Z)),  # MUQ LSQ SQ OKQ
+            np.empty((rows, Z)), np.empty((rows, Z)), np.empty((rows, Z)), np.empty((rows, Z)),  # MUP LSP OKP INV2P
+            np.empty((rows, O), dt), np.empty((rows, O), np.float32), np.empty((rows, O), np.int32),  # RAW XS IB
+            np.empty((rows, O), dt), np.empty((rows, d1), dt),  # GRAW, GDO
+            np.zeros((rows, D)), np.zeros((rows, D)), np.empty((rows, O), np.float32),  # PLOGP, PSUM, TG
+            np.zeros((rows, D)), np.empty(rows),  # MASK, ROWREC
+            np.empty((nb, Dsum), dt), np.empty((nb, Dsum), dt), np.empty((nb, Dsum), dt),  # GD, GC, GU
+            np.empty((nb, Dsum + Z), dt), np.empty((nb, nq), dt),  # G1, GQ
+            np.empty((rows, Z)), np.empty((rows, Z)), np.empty(nb))  # GMU, GLS, LOSS
+
+
+@njit(cache=True)
+def _batch_targets(b0, nb, softmax, tgt, mask, offs, nbins, TG, PLOGP, PSUM, MASK):
+    """Targets and masks of windows b0 .. b0+nb-1 in the time-major row order."""
+    _, W, D = mask.shape
+    O = TG.shape[1]
+    pl, ps, tg = np.zeros((W, D)), np.zeros((W, D)), np.zeros((W, O), np.float32)
+    for j in range(nb):
+        _target_prep(softmax, tgt[b0 + j], offs, nbins, pl, ps, tg)
+        for t in range(W):
+            r = t * nb + j
+            TG[r] = tg[t]
+            PLOGP[r] = pl[t]
+            PSUM[r] = ps[t]
+            MASK[r] = mask[b0 + j, t]
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, b0, nb, k, amu, als, use_eps, eps,
+                   lmin, lmax, first_unit, softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
+                   H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, PLOGP, PSUM,
+                   ROWREC, LOSS, need_grad):
+    """`_forward` for windows b0 .. b0+nb-1 at once (rows 0..nb-1 of H, Dd: their carried state,
+    set by the caller); LOSS[j] = window b0+j's loss. One product per step serves the recurrence,
+    the prior and the posterior: P = d_{t-1} [W_rec | W_p | W_q] + [b_h | b_p | b_q]."""
+    W = amu.shape[1]
+    Z, Dsum = W_zd.shape
+    d1, O = W_o.shape
+    ncat = W_cat.shape[1]
+    nbz = nb * Z
+    EX = np.empty(4 * nbz)
+    EXB = np.empty(4 * nbz, np.int64)
+    for j in range(nb):
+        LOSS[j] = 0.0
+    for t in range(W):
+        r0 = t * nb
+        for j in range(nb):
+            p = P[j]
+            for c in range(ncat):
+                p[c] = b_cat[c]
+        _mma(P, 0, Dd, r0, nb, W_cat, Dsum)
+        unit = first_unit and t == 0
+        # the step's exps in one vectorised pass: EX holds 2 x mu_q-pre | log s_q | 2 x mu_p-pre |
+        # -2 log s_p for all nb windows (tanh(x) = 1 - 2 / (e^{2x} + 1), as _tanh)
+        for j in range(nb):
+            b = b0 + j
+            r = r0 + j
+            p = P[j]
+            f = j * Z
+            for i in range(Z):
+                if has_q:
+                    qm = p[Dsum + 2 * Z + i] + amu[b, t, i]
+                    LSQ[r, i], OKQ[r, i] = _clamp_ok(p[Dsum + 3 * Z + i] + als[b, t, i], lmin, lmax)
+                else:
+                    qm = amu[b, t, i]
+                    LSQ[r, i], OKQ[r, i] = _clamp_ok(als[b, t, i], lmin, lmax)
+                EX[f + i] = 2.0 * qm
+                EX[nbz + f + i] = LSQ[r, i]
+                if unit:  # N(0, I): e^0 gives mu_p = 0 and 1 / s_p^2 = 1
+                    LSP[r, i] = 0.0
+                    OKP[r, i] = 0.0
+                    EX[2 * nbz + f + i] = 0.0
+                    EX[3 * nbz + f + i] = 0.0
+                else:
+                    LSP[r, i], OKP[r, i] = _clamp_ok(p[Dsum + Z + i], lmin, lmax)
+                    EX[2 * nbz + f + i] = 2.0 * p[Dsum + i]
+                    EX[3 * nbz + f + i] = -2.0 * LSP[r, i]
+        _exp64v(EX, 4 * nbz, EXB)
+        for j in range(nb):
+            b = b0 + j
+            r = r0 + j
+            f = j * Z
+            klsum = 0.0
+            for i in range(Z):
+                mq = 1.0 - 2.0 / (EX[f + i] + 1.0)
+                s = EX[nbz + f + i]
+                mp = 1.0 - 2.0 / (EX[2 * nbz + f + i] + 1.0)
+                inv2p = EX[3 * nbz + f + i]
+                MUQ[r, i] = mq
+                SQ[r, i] = s
+                MUP[r, i] = mp
+                INV2P[r, i] = inv2p  # 1 / sigma_p^2, again in the backward pass
+                if use_eps:
+                    ZB[j, i] = mq + s * eps[k, b, t, i]
+                else:
+                    ZB[j, i] = mq
+                w = kl_w1[i] if unit else kl_w[i]
+                dm = mq - mp
+                klsum += w * (LSP[r, i] - LSQ[r, i] + (s * s + dm * dm) * inv2p * 0.5 - 0.5)
+            LOSS[j] += klsum
+        _mma(P, 0, ZB, 0, nb, W_zd, Z)
+        for j in range(nb):
+            hp = H[r0 + j]
+            hn = H[r0 + nb + j]
+            dn = Dd[r0 + nb + j]
+            p = P[j]
+            for c in range(Dsum):
+                hv = hp[c] + inv_tau[c] * (p[c] - hp[c])
+                hn[c] = hv
+                dn[c] = _tanh32(hv)
+    rows = W * nb
+    for r in range(rows):
+        for o in range(O):
+            RAW[r, o] = b_o[o]
+    if O < 16:
+        _mmt_rows(RAW, Dd, nb, rows, W_oT)
+    else:
+        _mma(RAW, 0, Dd, nb, rows, W_o, d1)
+    _output_loss(softmax, RAW, XS, IB, TG, MASK, offs, nbins, PLOGP, PSUM, GRAW, need_grad, ROWREC)
+    for r in range(rows):
+        LOSS[r % nb] += ROWREC[r]
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _backward_batch(M1, M2, W_oT, inv_tau, has_q, b0, nb, k, use_eps, eps, first_unit, kl_w, kl_w1,
+                    Dd, MUQ, SQ, OKQ, MUP, INV2P, OKP, GRAW, GDO, GD, GC, GU, G1, GQ, GMU, GLS):
+    """`_backward` for windows b0 .. b0+nb-1 at once; dL/dA into GMU, GLS (time-major rows).
+    Two products per step: g_u [W_rec^T | W_zd^T] (M1) gives g_z now and g_u's share of g_d_{t-1};
+    [g_p | g_q] [W_p^T ; W_q^T] (M2) adds the prior's and posterior's shares."""
+    Dsum = M1.shape[0]
+    Z = M1.shape[1] - Dsum
+    W = GMU.shape[0] // nb
+    O, d1 = W_oT.shape
+    n1 = M1.shape[1]
+    for r in range(GDO.shape[0]):
+        for c in range(d1):
+            GDO[r, c] = 0.0
+    _mma(GDO, 0, GRAW, 0, GDO.shape[0], W_oT, O)
+    for j in range(nb):
+        for c in range(Dsum):
+            GD[j, c] = 0.0
+            GC[j, c] = 0.0
+    for t in range(W - 1, -1, -1):
+        r0 = t * nb
+        for j in range(nb):
+            gd = GD[j]
+            gc = GC[j]
+            gu = GU[j]
+            dn = Dd[r0 + nb + j]
+            gdo = GDO[r0 + j]
+            for c in range(d1):
+                gd[c] += gdo[c]
+            for c in range(Dsum):
+                gh = gd[c] * (1.0 - dn[c] * dn[c]) + gc[c]
+                gu[c] = gh * inv_tau[c]
+                gc[c] = gh * (1.0 - inv_tau[c])
+            g1 = G1[j]
+            for c in range(n1):
+                g1[c] = 0.0
+        _mma(G1, 0, GU, 0, nb, M1, Dsum)
+        unit = first_unit and t == 0
+        for j in range(nb):
+            r = r0 + j
+            g1 = G1[j]
+            gq = GQ[j]
+            for i in range(Z):
+                gz = g1[Dsum + i]
+                w = kl_w1[i] if unit else kl_w[i]
+                mq = MUQ[r, i]
+                mp = MUP[r, i]
+                sq = SQ[r, i]
+                inv2p = INV2P[r, i]
+                dm = w * (mq - mp) * inv2p
+                gmu = gz + dm
+                gls = w * (sq * sq * inv2p - 1.0)
+                if use_eps:
+                    gls += gz * eps[k, b0 + j, t, i] * sq
+                guq = gmu * (1.0 - mq * mq)
+                glq = gls * OKQ[r, i]
+                GMU[r, i] = guq
+                GLS[r, i] = glq
+                gq[i] = -dm * (1.0 - mp * mp)
+                gq[Z + i] = w * (1.0 - ((mq - mp) * (mq - mp) + sq * sq) * inv2p) * OKP[r, i]
+                if has_q:
+                    gq[2 * Z + i] = guq
+                    gq[3 * Z + i] = glq
+        if t == 0:
+            break
+        for j in range(nb):
+            for c in range(Dsum):
+                GD[j, c] = G1[j, c]
+        _mma(GD, 0, GQ, 0, nb, M2, M2.shape[0])
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _adam_flat(a, m, v, g, alpha, sbc2, beta1, beta2, adam_eps):
+    """One Adam step on flat a with moments m, v and gradient g (torch.optim.Adam's update:
+    alpha = lr / (1 - beta1^step), sbc2 = sqrt(1 - beta2^step))."""
+    for k in range(a.shape[0]):
+        gk = g[k]
+        m[k] = beta1 * m[k] + (1.0 - beta1) * gk
+        v[k] = beta2 * v[k] + (1.0 - beta2) * gk * gk
+        a[k] -= alpha * m[k] / (math.sqrt(v[k]) / sbc2 + adam_eps)
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _regress_batch(b0, b1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, has_q,
+                   h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, beta1, beta2, adam_eps,
+                   use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
+                   keep_best, losses, best_mu, best_ls, best_iter):
+    """All K iterations for windows b0 .. b1-1 together (what `_regress_window` does for one);
+    same arguments and in-place updates."""
+    nb = b1 - b0
+    _, W, Z = a_mu.shape
+    Dsum = W_zd.shape[1]
+    d1, O = W_o.shape
+    (H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, GDO, PLOGP, PSUM, TG, MASK, ROWREC,
+     GD, GC, GU, G1, GQ, GMU, GLS, LOSS) = _batch_buffers(nb, W, Z, Dsum, d1, O, mask.shape[2], W_cat.shape[1],
+                                                          M2.shape[0], W_zd.dtype)
+    _batch_targets(b0, nb, softmax, tgt, mask, offs, nbins, TG, PLOGP, PSUM, MASK)
+    for j in range(nb):
+        for c in range(Dsum):
+            H[j, c] = h0[b0 + j, c]
+            Dd[j, c] = d0[b0 + j, c]
+    best = np.full(nb, np.inf)
+    GFLAT = np.empty((2, W * Z))
+    for k in range(K):
+        _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, b0, nb, k, a_mu, a_ls, use_eps, eps,
+                       lmin, lmax, first_unit, softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
+                       H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC,
+                       LOSS, True)
+        for j in range(nb):
+            b = b0 + j
+            losses[k, b] = LOSS[j]
+            if keep_best and (k == 0 or LOSS[j] < best[j]):
+                best[j] = LOSS[j]
+                best_iter[b] = k
+                best_mu[b, :, :] = a_mu[b]
+                best_ls[b, :, :] = a_ls[b]
+        _backward_batch(M1, M2, W_oT, inv_tau, has_q, b0, nb, k, use_eps, eps, first_unit, kl_w, kl_w1,
+                        Dd, MUQ, SQ, OKQ, MUP, INV2P, OKP, GRAW, GDO, GD, GC, GU, G1, GQ, GMU, GLS)
+        step = step0 + k + 1
+        bc1 = 1.0 - beta1 ** step
+        sbc2 = math.sqrt(1.0 - beta2 ** step)
+        alpha = lr / bc1
+        for j in range(nb):
+            b = b0 + j
+            # the window's gradient gathered into flat rows, so the update runs as one flat loop
+            # over W x Z (sqrt and division vectorise) instead of W loops of Z
+            for t in range(W):
+                r = t * nb + j
+                for i in range(Z):
+                    GFLAT[0, t * Z + i] = GMU[r, i]
+                    GFLAT[1, t * Z + i] = GLS[r, i]
+            _adam_flat(a_mu[b].reshape(W * Z), m_mu[b].reshape(W * Z), v_mu[b].reshape(W * Z), GFLAT[0],
+                       alpha, sbc2, beta1, beta2, adam_eps)
+            _adam_flat(a_ls[b].reshape(W * Z), m_ls[b].reshape(W * Z), v_ls[b].reshape(W * Z), GFLAT[1],
+                       alpha, sbc2, beta1, beta2, adam_eps)
+    if keep_best and K > 0:
+        _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, b0, nb, K - 1, a_mu, a_ls, use_eps, eps,
+                       lmin, lmax, first_unit, softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
+                       H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC,
+                       LOSS, False)
+        for j in range(nb):
+            b = b0 + j
+            if LOSS[j] < best[j]:
+                best_iter[b] = K
+                best_mu[b, :, :] = a_mu[b]
+                best_ls[b, :, :] = a_ls[b]
+
+
 @njit(cache=True, parallel=True)
-def _regress_par(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
-                 h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
-                 use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
-                 keep_best, losses, best_mu, best_ls, best_iter):
-    """As _regress with the windows spread over threads (B > 1)."""
-    for b in prange(a_mu.shape[0]):
-        _regress_window(b, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
-                        h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
-                        use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
-                        keep_best, losses, best_mu, best_ls, best_iter)
+def _regress_batch_par(n_parts, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, has_q,
+                       h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, beta1, beta2, adam_eps,
+                       use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
+                       keep_best, losses, best_mu, best_ls, best_iter):
+    """`_regress_batch` over n_parts contiguous groups of windows, one per thread."""
+    B = a_mu.shape[0]
+    for part in prange(n_parts):
+        _regress_batch(part * B // n_parts, (part + 1) * B // n_parts, W_cat, b_cat, M1, M2, W_zd, inv_tau,
+                       W_o, W_oT, b_o, has_q, h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, beta1, beta2,
+                       adam_eps, use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w,
+                       kl_w1, keep_best, losses, best_mu, best_ls, best_iter)
+
+
+@njit(cache=True)
+def _grad_batch(W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, has_q, h0, d0, a_mu, a_ls, use_eps, eps,
+                lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1, losses, g_mu, g_ls):
+    """Window losses [B] and dL/dA by the batched kernels (eps [1, B, W, Z]): the testing hook."""
+    B, W, Z = a_mu.shape
+    Dsum = W_zd.shape[1]
+    d1, O = W_o.shape
+    (H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, GDO, PLOGP, PSUM, TG, MASK, ROWREC,
+     GD, GC, GU, G1, GQ, GMU, GLS, LOSS) = _batch_buffers(B, W, Z, Dsum, d1, O, mask.shape[2], W_cat.shape[1],
+                                                          M2.shape[0], W_zd.dtype)
+    _batch_targets(0, B, softmax, tgt, mask, offs, nbins, TG, PLOGP, PSUM, MASK)
+    for j in range(B):
+        for c in range(Dsum):
+            H[j, c] = h0[j, c]
+            Dd[j, c] = d0[j, c]
+    _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, 0, B, 0, a_mu, a_ls, use_eps, eps,
+                   lmin, lmax, first_unit, softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
+                   H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC,
+                   LOSS, True)
+    _backward_batch(M1, M2, W_oT, inv_tau, has_q, 0, B, 0, use_eps, eps, first_unit, kl_w, kl_w1,
+                    Dd, MUQ, SQ, OKQ, MUP, INV2P, OKP, GRAW, GDO, GD, GC, GU, G1, GQ, GMU, GLS)
+    for j in range(B):
+        losses[j] = LOSS[j]
+        for t in range(W):
+            for i in range(Z):
+                g_mu[j, t, i] = GMU[t * B + j, i]
+                g_ls[j, t, i] = GLS[t * B + j, i]
 
 
 @njit(cache=True)
@@ -527,7 +970,7 @@ def _grad(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b
     """Window loss [B] and its gradient w.r.t. A (no update): the testing hook for the BPTT."""
     B, W, Z = a_mu.shape
     (H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, GDO, _, _, PLOGP,
-     PSUM, TG) = _buffers(W, Z, W_rec.shape[0], W_o.shape[0], W_o.shape[1], mask.shape[2], W_rec.dtype)
+     PSUM, TG, ROWREC) = _buffers(W, Z, W_rec.shape[0], W_o.shape[0], W_o.shape[1], mask.shape[2], W_rec.dtype)
     dummy = np.zeros((W, Z))
     for b in range(B):
         _target_prep(softmax, tgt[b], offs, nbins, PLOGP, PSUM, TG)
@@ -535,7 +978,7 @@ def _grad(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b
         losses[b] = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                              h0[b], d0[b], a_mu[b], a_ls[b], use_eps, ek, lmin, lmax, first_unit,
                              softmax, TG, mask[b], offs, nbins, kl_w, kl_w1,
-                             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, True)
+                             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC, True)
         _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_o, use_eps, ek, first_unit,
                   kl_w, kl_w1, Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, GDO, g_mu[b], g_ls[b])
 
@@ -552,12 +995,12 @@ def _window_pass(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
     Dsum = W_rec.shape[0]
     d1, O = W_o.shape
     (_, _, _, LSQ, SQ, OKQ, MUP, LSP, OKP, _, XS, IB, GRAW, _, _, _, PLOGP,
-     PSUM, TG) = _buffers(W, Z, Dsum, d1, O, mask.shape[2], W_rec.dtype)
+     PSUM, TG, ROWREC) = _buffers(W, Z, Dsum, d1, O, mask.shape[2], W_rec.dtype)
     _target_prep(softmax, tgt[0], offs, nbins, PLOGP, PSUM, TG)
     loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                     h0[0], d0[0], a_mu[0], a_ls[0], False, MUQ, lmin, lmax, first_unit,
                     softmax, TG, mask[0], offs, nbins, kl_w, kl_w1,
-                    H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, False)
+                    H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC, False)
     for t in range(W):
         for i in range(Z):
             dm = MUQ[t, i] - MUP[t, i]
@@ -640,6 +1083,13 @@ class _Prepared:
         self.W_qT = np.ascontiguousarray(self.W_q.T)
         self.W_o = _w(fw.W_o)
         self.b_o = _w(fw.b_o)
+        # the batched kernels' fused products (see _forward_batch / _backward_batch)
+        from_d = [self.W_rec, self.W_p] + ([self.W_q] if self.has_q else [])
+        self.W_cat = np.ascontiguousarray(np.concatenate(from_d, axis=1))
+        self.b_cat = np.ascontiguousarray(np.concatenate([self.b_h, self.b_p] + ([self.b_q] if self.has_q else [])))
+        self.M1 = np.ascontiguousarray(np.concatenate([self.W_recT, self.W_zd.T], axis=1))
+        self.W_oT = np.ascontiguousarray(self.W_o.T)
+        self.M2 = np.ascontiguousarray(np.concatenate([self.W_pT] + ([self.W_qT] if self.has_q else []), axis=0))
         coding = model.coding
         self.softmax = coding.kind == "softmax"
         if self.softmax:
@@ -655,6 +1105,10 @@ class _Prepared:
     def weights(self):
         return (self.W_rec, self.W_recT, self.W_zd, self.b_h, self.inv_tau, self.W_p, self.W_pT, self.b_p,
                 self.has_q, self.W_q, self.W_qT, self.b_q, self.W_o, self.b_o)
+
+    def batch_weights(self):
+        return (self.W_cat, self.b_cat, self.M1, self.M2, self.W_zd, self.inv_tau, self.W_o, self.W_oT, self.b_o,
+                self.has_q)
 
 
 class _WeightCache:
@@ -698,8 +1152,14 @@ def _problem_arrays(problem: WindowProblem, prep: _Prepared):
 class CpuBackend:
     name = "cpu"
 
+    # fewest windows a thread gets: below this a thread's batch is too small for the matrix-matrix
+    # products to pay (and on a shared 2-core machine a second thread often waits for its core)
+    MIN_WINDOWS_PER_THREAD = 8
+
     def __init__(self, parallel: bool = True):
-        """parallel: spread B > 1 windows over numba threads (one window is always single-threaded)."""
+        """parallel: spread B > 1 windows over numba threads in groups of at least
+        MIN_WINDOWS_PER_THREAD (one window is always single-threaded). B > 1 windows run batched:
+        each step's products are matrix-matrix over the group."""
         self.parallel = parallel
         self._cache = _WeightCache()
         self._last: tuple | None = None  # (problem, versions, prepared weights, arrays, its tensors)
@@ -719,6 +1179,14 @@ class CpuBackend:
         self._last = (problem, versions, prep, arrays, tensors)
         return prep, arrays
 
+    def batch_parts(self, B: int) -> int:
+        """How many threads share B windows."""
+        if not self.parallel:
+            return 1
+        import numba
+
+        return max(1, min(numba.get_num_threads(), B // self.MIN_WINDOWS_PER_THREAD))
+
     def regress(self, problem: WindowProblem, a_mu: torch.Tensor, a_ls: torch.Tensor,
                 adam: AdamState) -> WindowResult:
         prep, (h0, d0, target, mask, kl_w, kl_w1) = self._inputs(problem)
@@ -734,11 +1202,18 @@ class CpuBackend:
         best_ls = np.empty_like(als) if keep else np.empty((1, 1, 1))
         best_iter = np.zeros(B, dtype=np.int64)
         b1, b2 = problem.betas
-        fn = _regress_par if (self.parallel and B > 1) else _regress
-        fn(*prep.weights(), h0, d0, amu, als, m_mu, v_mu, m_ls, v_ls, int(adam.step), K,
-                 float(problem.lr), float(b1), float(b2), float(problem.adam_eps),
-                 use_eps, eps, prep.lmin, prep.lmax, bool(problem.first_is_unit_prior), prep.softmax,
-                 target, mask, prep.offs, prep.nbins, kl_w, kl_w1, keep, losses, best_mu, best_ls, best_iter)
+        rest = (h0, d0, amu, als, m_mu, v_mu, m_ls, v_ls, int(adam.step), K, float(problem.lr), float(b1),
+                float(b2), float(problem.adam_eps), use_eps, eps, prep.lmin, prep.lmax,
+                bool(problem.first_is_unit_prior), prep.softmax, target, mask, prep.offs, prep.nbins, kl_w,
+                kl_w1, keep, losses, best_mu, best_ls, best_iter)
+        if B == 1:
+            _regress(*prep.weights(), *rest)
+        else:
+            parts = self.batch_parts(B)
+            if parts > 1:
+                _regress_batch_par(parts, *prep.batch_weights(), *rest)
+            else:
+                _regress_batch(0, B, *prep.batch_weights(), *rest)
         like = a_mu.detach()
 
         def back(x):
@@ -780,24 +1255,33 @@ class CpuBackend:
                           mu_q_last=back(MUQ[-1]), prior_next=back(PRE), rollout_raw=back(ROLL))
 
     def loss_and_grad(self, problem: WindowProblem, a_mu: torch.Tensor, a_ls: torch.Tensor,
-                      eps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      eps: torch.Tensor | None, batched: bool | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Window loss [B] and dL/dA_mu, dL/dA_ls [B, W, Z] at (a_mu, a_ls) with noise eps
-        [B, W, Z] (or None): the hand-derived backward, for testing against autograd."""
-        return window_loss_and_grad(problem, a_mu, a_ls, eps, self._cache.get(problem))
+        [B, W, Z] (or None): the hand-derived backward, for testing against autograd. batched:
+        the B-window kernels (default for B > 1, as `regress`) or the one-window ones."""
+        return window_loss_and_grad(problem, a_mu, a_ls, eps, self._cache.get(problem), batched)
 
 
 def window_loss_and_grad(problem: WindowProblem, a_mu: torch.Tensor, a_ls: torch.Tensor,
-                         eps: torch.Tensor | None, prep: _Prepared | None = None):
+                         eps: torch.Tensor | None, prep: _Prepared | None = None, batched: bool | None = None):
+    """batched: use the B-window kernels (default: as `regress` does, for B > 1)."""
     prep = prep or _Prepared(problem)
+    if batched is None:
+        batched = a_mu.shape[0] > 1
     h0, d0, target, mask, kl_w, kl_w1 = _problem_arrays(problem, prep)
     amu, als = _np(a_mu), _np(a_ls)
     use_eps = eps is not None
     e = _np(eps) if use_eps else np.zeros((1, 1, 1))
     losses = np.zeros(amu.shape[0])
     g_mu, g_ls = np.zeros_like(amu), np.zeros_like(als)
-    _grad(*prep.weights(), h0, d0, amu, als, use_eps, e, prep.lmin, prep.lmax,
-          bool(problem.first_is_unit_prior), prep.softmax, target, mask, prep.offs, prep.nbins,
-          kl_w, kl_w1, losses, g_mu, g_ls)
+    args = (prep.lmin, prep.lmax, bool(problem.first_is_unit_prior), prep.softmax, target, mask,
+            prep.offs, prep.nbins, kl_w, kl_w1, losses, g_mu, g_ls)
+    if batched:  # the kernels regress runs for B > 1 windows (eps as [1, B, W, Z])
+        _grad_batch(*prep.batch_weights(), h0, d0, amu, als, use_eps, e[None] if use_eps else np.zeros((1, 1, 1, 1)),
+                    *args)
+    else:
+        _grad(*prep.weights(), h0, d0, amu, als, use_eps, e, *args)
     like = a_mu.detach()
     return tuple(torch.from_numpy(x).to(dtype=like.dtype, device=like.device) for x in (losses, g_mu, g_ls))
 
@@ -815,7 +1299,7 @@ def warmup() -> float:
             fw = model.flat()
             fw = type(fw)(*[None if x is None else x.detach() for x in fw])
             Z = model.z_total
-            for B in (1, 2):  # B = 2 compiles the threaded driver too
+            for B in (1, 2):  # B = 2: the batched kernels, serial and (threads allowing) threaded
                 st = model.zero_state(B)
                 a = torch.zeros(B, 2, Z)
                 problem = WindowProblem(model, fw, st.h, st.d, model.coding.target(torch.zeros(B, 2, 2)),
@@ -823,6 +1307,11 @@ def warmup() -> float:
                                         torch.zeros(1, B, 2, Z), 0.1, 1, keep_best=True)
                 backend = CpuBackend()
                 backend.regress(problem, a, a, AdamState.zeros_like(a))
+                if B == 2:
+                    threaded = CpuBackend()
+                    threaded.MIN_WINDOWS_PER_THREAD = 1
+                    if threaded.batch_parts(B) > 1:
+                        threaded.regress(problem, a, a, AdamState.zeros_like(a))
                 if B == 1:  # the tick's last pass: mean path and sampled rollouts
                     backend.window_pass(problem, a, a, 2, None)
                     backend.window_pass(problem, a, a, 2, torch.zeros(2, 2, Z))

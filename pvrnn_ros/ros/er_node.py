@@ -149,6 +149,8 @@ class ERNode(LifecycleNode):
         self.diagnostics.add("input", self._diagnose_input)
         self._active_timers: list = []
         self._active_subs: list = []
+        self._created_at = time.monotonic()
+        self.startup_s: float | None = None  # node construction to its first published prediction
 
     def start_up(self) -> None:
         """Called by run_node once the node spins: the `autostart` transitions."""
@@ -687,6 +689,9 @@ class ERNode(LifecycleNode):
             return
         pred = np.asarray(tick.prediction)
         self.pred_pub.publish(make_trajectory(self.names, pred, self.dt, sec_to_stamp(stamp)))
+        if self.startup_s is None:
+            self.startup_s = time.monotonic() - self._created_at
+            self.get_logger().info(f"first prediction {self.startup_s:.2f} s after the node started")
         self._publish_modalities(stamp, tick)
         with self.lock:
             self.prediction = _Prediction(now, stamp, np.where(np.isfinite(obs), obs, pred[0]), pred)
@@ -767,6 +772,8 @@ class ERNode(LifecycleNode):
             r.add("free energy", float(tick.free_energy))
             r.add("reconstruction error", float(tick.reconstruction_error))
         r.add("backend", self.er.backend.name)
+        if self.startup_s is not None:
+            r.add("start-up to first prediction (s)", self.startup_s)
         r.add("mode", self.mode)
         r.add("window", self.er.cfg.window)
         r.add("iterations", self.er.cfg.iterations)

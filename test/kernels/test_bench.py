@@ -28,3 +28,25 @@ def test_bench_quick_kernel_and_engine_cases(tmp_path):
     assert data["compile_s"]["cpu"] >= 0
     assert [(r["scenario"], r["backend"]) for r in data["rows"]] == [(r.scenario, r.backend) for r in res.rows]
     assert data["rows"][1]["median_ms"] == by[("b", "cpu")].median_ms
+
+
+def test_bench_batched_case_reports_per_window_and_ratio(monkeypatch, tmp_path):
+    """A batched case times its B = 1 tick interleaved: per-window cost and the ratio, in the
+    table and the JSON, threaded and one-thread."""
+    from pvrnn_ros.core.config import LayerConfig, ModelConfig
+    from pvrnn_ros.kernels import bench
+
+    tiny = ModelConfig(layers=[LayerConfig(d=9, z=2, tau=2.0), LayerConfig(d=5, z=1, tau=6.0)])
+    monkeypatch.setattr(bench, "scenarios", lambda: [bench.Scenario("d", "tiny batched", tiny, 3, 6, 4, 5)])
+    res = run_bench(quick=True, backends=["cpu"], only="d", log=lambda *_: None)
+    rows = {r.backend: r for r in res.rows}
+    assert set(rows) == {"reference", "cpu", "cpu_1t"}
+    assert rows["reference"].ratio_vs_b1 is None
+    for label in ("cpu", "cpu_1t"):
+        r = rows[label]
+        assert r.batch == 5 and r.b1_median_ms > 0 and r.ratio_vs_b1 > 0
+        assert r.per_window_ms == pytest.approx(r.median_ms / 5)
+    assert "ms per window" in format_table(res)
+    to_json(res, tmp_path / "bench.json")
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert {r["backend"]: r["ratio_vs_b1"] for r in data["rows"]}["cpu"] == rows["cpu"].ratio_vs_b1

@@ -91,6 +91,7 @@ def test_er_predicts_from_shuffled_joint_states(ros, tiny_model):
     procs.stop(er)
     # the ER worker thread runs torch with the node's `threads` (1), not the per-thread default
     assert "(worker torch threads 1)" in procs.log("er_node")
+    assert "first prediction" in procs.log("er_node") and "s after the node started" in procs.log("er_node")
 
 
 def test_malformed_input_leaves_every_node_alive(ros, tiny_model):
