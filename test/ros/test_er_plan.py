@@ -1,0 +1,118 @@
+"""er_node in mode plan over DDS: the simulated arm is driven towards a JointState goal, the plan is
+published, a goal changed mid-motion is followed, bad goals get an error status and the node stays up."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from pvrnn_ros.sim.primitives import DEFAULT_JOINT_NAMES
+
+NAMES = list(DEFAULT_JOINT_NAMES)
+TOL = 0.08  # rad
+
+
+def _goal_msg(names, positions):
+    from sensor_msgs.msg import JointState
+
+    return JointState(name=list(names), position=[float(v) for v in positions])
+
+
+def _joints(probe, names):
+    """The newest sim joint positions of `names`."""
+    msg = probe.messages("joint_states")[-1][1]
+    index = {n: i for i, n in enumerate(msg.name)}
+    return np.array([msg.position[index[n]] for n in names])
+
+
+def _statuses(probe, since=0.0):
+    return [m.data for t, m in probe.messages("pvrnn/goal_status") if t >= since]
+
+
+def _wait_reached(probe, procs, since, timeout, what):
+    try:
+        probe.wait_for(lambda: any(s.startswith("reached") for s in _statuses(probe, since)), timeout, what)
+    except AssertionError as exc:
+        errs = [round(m.data, 3) for t, m in probe.messages("pvrnn/goal_error") if t >= since]
+        raise AssertionError(f"{exc}; goal errors {errs[::5]}; statuses {_statuses(probe, since)}; er_node log:\n"
+                             + procs.log("er_node")[-3000:]) from None
+    return time.monotonic() - since
+
+
+def test_plan_mode_drives_the_arm_to_joint_goals(ros, plan_model):
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64, String
+    from trajectory_msgs.msg import JointTrajectory
+
+    procs, probe, _ = ros
+    probe.subscribe(JointState, "joint_states", depth=20)
+    probe.subscribe(JointTrajectory, "pvrnn/plan")
+    probe.subscribe(Float64, "pvrnn/goal_error")
+    probe.subscribe(Float64, "pvrnn/tick_latency")
+    probe.subscribe(String, "pvrnn/goal_status")
+    procs.start("sim_node", "scene:=arm7", "robots:=['']", "real_time_factor:=1.0")
+    er = procs.start("er_node", f"model_path:={plan_model}", "mode:=plan", f"goal_tolerance:={TOL}",
+                     "goal_give_up_time:=30.0", "goal_settle_time:=0.3", "plan_iterations:=30")
+    goals = probe.publisher(JointState, "pvrnn/goal/joints")
+    probe.wait_for(lambda: goals.get_subscription_count() > 0 and len(probe.messages("joint_states")) > 5, 60,
+                   "er_node to subscribe the goal topic and the sim to publish")
+    probe.wait_for(lambda: "active: mode plan" in procs.log("er_node"), 60, "er_node active")
+    time.sleep(1.0)  # a few observed steps before the goal
+    assert not probe.messages("pvrnn/plan"), "no goal yet: nothing to plan"
+
+    # a bad goal first: an unknown joint, then NaN; the node answers with a status naming the value
+    t0 = time.monotonic()
+    goals.publish(_goal_msg(["knee"], [0.3]))
+    goals.publish(_goal_msg(["elbow"], [math.nan]))
+    probe.wait_for(lambda: len(_statuses(probe, t0)) >= 2, 20, "two rejections")
+    bad = _statuses(probe, t0)
+    assert bad[0].startswith("rejected: goal on joint 'knee'") and "shoulder_pan" in bad[0] and bad[0].endswith("idle")
+    assert bad[1].startswith("rejected: goal joints.elbow = nan is not a finite number")
+    assert er.poll() is None
+
+    # goal 1: two joints of a posture in the trained repertoire
+    joints = ["shoulder_pan", "elbow"]
+    start = _joints(probe, joints)
+    goal1 = start + np.array([0.2, 0.1])
+    t1 = time.monotonic()
+    goals.publish(_goal_msg(joints, goal1))
+    probe.wait_for(lambda: len(probe.messages("pvrnn/plan")) >= 5, 30, "plans")
+    plan = probe.messages("pvrnn/plan")[-1][1]
+    assert list(plan.joint_names) == NAMES and len(plan.points) == 15  # the checkpoint's plan horizon
+    times = [p.time_from_start.sec + 1e-9 * p.time_from_start.nanosec for p in plan.points]
+    assert np.allclose(times, np.arange(1, 16) / 10.0)
+    t_reached1 = _wait_reached(probe, procs, t1, 25, "goal 1 reached")
+    err1 = np.abs(_joints(probe, joints) - goal1).max()
+    assert err1 < 2 * TOL, f"arm {err1:.3f} rad from goal 1"
+
+    # goal 3, then goal 2 while the arm is on its way to goal 3 (mid-motion)
+    goal3 = start - np.array([0.2, 0.1])
+    t3 = time.monotonic()
+    goals.publish(_goal_msg(joints, goal3))
+    probe.wait_for(lambda: np.abs(_joints(probe, joints) - goal1).max() > 0.1, 20, "the arm leaving goal 1")
+    goal2 = start
+    t2 = time.monotonic()
+    goals.publish(_goal_msg(joints, goal2))
+    moving = []  # joint speed right after the switch: the arm keeps moving (no stop)
+    for _ in range(5):
+        a = _joints(probe, joints)
+        time.sleep(0.2)
+        moving.append(np.abs(_joints(probe, joints) - a).max() / 0.2)
+    t_reached2 = _wait_reached(probe, procs, t2, 45, "goal 2 reached")
+    err2 = np.abs(_joints(probe, joints) - goal2).max()
+    lat = [m.data for _, m in probe.messages("pvrnn/tick_latency")]
+    errs = [m.data for _, m in probe.messages("pvrnn/goal_error")]
+    print(f"plan mode: goal 1 reached in {t_reached1:.1f} s (error {err1:.3f} rad), goal 2 after a switch "
+          f"mid-motion in {t_reached2:.1f} s (error {err2:.3f} rad); speeds after the switch "
+          f"{np.round(moving, 3)} rad/s; plan tick latency median {np.median(lat):.1f} ms p99 "
+          f"{np.percentile(lat, 99):.1f} ms over {len(lat)} ticks")
+    assert err2 < 2 * TOL
+    assert max(moving[:2]) > 0.05, f"the arm stopped at the goal change: {moving} rad/s"
+    assert errs and all(math.isfinite(e) for e in errs)
+    assert [s for s in _statuses(probe, t3) if s.startswith("pursuing")][:2] == [
+        "pursuing: joints " + ", ".join(f"{n}={v:.3g}" for n, v in zip(joints, g)) for g in (goal3, goal2)]
+    assert er.poll() is None
+    log = procs.log("er_node")
+    assert "goal rejected: goal on joint 'knee'" in log and "goal reached after" in log
+    assert procs.stop(er) == 0, log
