@@ -13,8 +13,12 @@ like an unmanaged node. Run `python -m pvrnn_ros.ros.er_node --help` for the par
 Subscribes (sensor-data QoS: best effort, so best-effort and reliable publishers are both heard)
   <input_topic> (sensor_msgs/JointState, default `joint_states`): joints matched by name, any
       order; extra joints ignored; missing or non-finite joints are masked (NaN) for ER.
-  <feedback_topic> (JointState) in imitate/generate mode: the commanded robot's measured joints,
+  <feedback_topic> (JointState) in imitate/generate/plan mode: the commanded robot's measured joints,
       used to start the safety stage from where the robot is.
+  pvrnn/goal/joints (sensor_msgs/JointState: names + positions, some or all joints),
+  pvrnn/goal/end_effector (geometry_msgs/PointStamped), pvrnn/goal/task (std_msgs/String, a class of
+      the `task` modality): the plan mode goal, one topic per message type (reliable). A bad goal is
+      rejected on pvrnn/goal_status naming the value; the previous goal stays.
 Publishes (reliable, volatile, depth 10; lifecycle publishers: nothing while inactive)
   pvrnn/prediction    trajectory_msgs/JointTrajectory: P points, time_from_start = h / rate,
                       header.stamp = stamp of the observation it answers
@@ -34,11 +38,18 @@ Publishes (reliable, volatile, depth 10; lifecycle publishers: nothing while ina
   pvrnn/prediction/<modality> (continuous modalities, e.g. `end_effector`) geometry_msgs/PoseArray
                       of the next P predicted points (x, y, z; identity orientation) for 3-component
                       ones, else std_msgs/Float64MultiArray [P, k]; stamped like pvrnn/prediction
-  <command_topic>     (imitate/generate; reliable, depth 10) std_msgs/Float64MultiArray in `joints`
+  pvrnn/plan          (plan) trajectory_msgs/JointTrajectory of the H planned points, time_from_start
+                      = h / rate, header.stamp = stamp of the observation it starts from
+  pvrnn/goal_error    (plan) std_msgs/Float64, the current goal error each tick (observed joints for a
+                      joint goal; the plan's first step for other modalities)
+  pvrnn/goal_status   std_msgs/String "<status>: <details>" on every change (reliable, transient
+                      local depth 1): pursuing, reached, given_up, rejected (see core.online_plan)
+  <command_topic>     (imitate/generate/plan; reliable, depth 10) std_msgs/Float64MultiArray in `joints`
                       order, or a one-point JointTrajectory when command_type = trajectory
   /diagnostics        diagnostic_msgs/DiagnosticArray at 1 Hz: "er_node: error regression" (tick
-                      latency, deadline misses, free energy, backend, model) and "er_node: input"
-                      (input rate, age of the newest observation)
+                      latency, deadline misses, free energy, backend, model), "er_node: input"
+                      (input rate, age of the newest observation) and "er_node: goal" (plan mode:
+                      goal, status, current and planned goal error)
 Services
   ~/reset (std_srvs/Trigger): restart ER from the next observation
 Modes (live parameter `mode`; a switch restarts the safety stage from the measured position)
@@ -48,6 +59,9 @@ Modes (live parameter `mode`; a switch restarts the safety stage from the measur
             `lead`): the prediction compensates the ER and transport latency
   generate  closed loop: command the observed robot itself with its own prediction one step
             ahead; ER re-infers the latent state when the robot is perturbed
+  plan      goal-directed: every tick replan on a sliding window of the observed stream (warm-started,
+            core.online_plan.OnlinePlanner) towards the goal on pvrnn/goal/*, and command the observed
+            robot (as generate mode) along the plan; idle or given up: the command holds
 
 ER runs on a worker thread every 1/rate s; executor callbacks never block on it. A tick that is
 due while the previous one still runs is counted as a deadline miss and skipped (also counted by the
