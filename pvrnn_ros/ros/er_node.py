@@ -678,7 +678,8 @@ class ERNode(LifecycleNode):
             try:
                 self._run_tick(*job)
             except Exception as exc:  # noqa: BLE001 - keep the node alive, report
-                self.throttle.warn("tick", f"ER tick failed: {type(exc).__name__}: {exc}")
+                self.throttle.warn("tick", f"{'plan' if self.mode == 'plan' else 'ER'} tick failed: "
+                                   f"{type(exc).__name__}: {exc}")
             finally:
                 with self._job_ready:
                     self._busy = False
@@ -953,8 +954,10 @@ class ERNode(LifecycleNode):
             return
         self.lat_pub.publish(self._Float64(data=ms))
         if tick.event:
-            log = self.get_logger().warning if tick.status == "given_up" else self.get_logger().info
-            log(f"goal {self.goal_text}: {tick.event}")
+            if tick.status == "given_up":  # rclpy fixes a call site's severity: one call per level
+                self.get_logger().warning(f"goal {self.goal_text}: {tick.event}")
+            else:
+                self.get_logger().info(f"goal {self.goal_text}: {tick.event}")
             self._set_goal_status(tick.status, f"{tick.status}: {self.goal_text}: {tick.event}")
         if tick.plan is None:  # idle or given up: the command holds
             with self.lock:

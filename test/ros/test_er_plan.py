@@ -1,5 +1,7 @@
 """er_node in mode plan over DDS: the simulated arm is driven towards a JointState goal, the plan is
-published, a goal changed mid-motion is followed, bad goals get an error status and the node stays up."""
+published, a goal changed mid-motion is followed, bad goals (unknown joint, NaN, far outside the trained
+region, a modality the model lacks) get a rejected status naming the value and the node stays up, and a
+goal that cannot be met within tolerance is given up (planning stops, the command holds)."""
 from __future__ import annotations
 
 import math
@@ -42,7 +44,10 @@ def _wait_reached(probe, procs, since, timeout, what):
 
 def test_plan_mode_drives_the_arm_to_joint_goals(ros, plan_model):
     from sensor_msgs.msg import JointState
+    from geometry_msgs.msg import Point, PointStamped
     from std_msgs.msg import Float64, String
+
+    from .clients import set_parameter
     from trajectory_msgs.msg import JointTrajectory
 
     procs, probe, _ = ros
@@ -65,10 +70,16 @@ def test_plan_mode_drives_the_arm_to_joint_goals(ros, plan_model):
     t0 = time.monotonic()
     goals.publish(_goal_msg(["knee"], [0.3]))
     goals.publish(_goal_msg(["elbow"], [math.nan]))
-    probe.wait_for(lambda: len(_statuses(probe, t0)) >= 2, 20, "two rejections")
+    goals.publish(_goal_msg(["elbow"], [40.0]))
+    ee = probe.publisher(PointStamped, "pvrnn/goal/end_effector")
+    probe.wait_for(lambda: ee.get_subscription_count() > 0, 20, "er_node to subscribe the end-effector goal")
+    ee.publish(PointStamped(point=Point(x=0.3, y=0.1, z=0.5)))
+    probe.wait_for(lambda: len(_statuses(probe, t0)) >= 4, 20, "four rejections")
     bad = _statuses(probe, t0)
     assert bad[0].startswith("rejected: goal on joint 'knee'") and "shoulder_pan" in bad[0] and bad[0].endswith("idle")
     assert bad[1].startswith("rejected: goal joints.elbow = nan is not a finite number")
+    assert bad[2].startswith("rejected: goal joints.elbow = 40.0 is far outside the trained region")
+    assert bad[3].startswith("rejected: goal on 'end_effector': the model has no such modality")
     assert er.poll() is None
 
     # goal 1: two joints of a posture in the trained repertoire
@@ -112,7 +123,28 @@ def test_plan_mode_drives_the_arm_to_joint_goals(ros, plan_model):
     assert errs and all(math.isfinite(e) for e in errs)
     assert [s for s in _statuses(probe, t3) if s.startswith("pursuing")][:2] == [
         "pursuing: joints " + ", ".join(f"{n}={v:.3g}" for n, v in zip(joints, g)) for g in (goal3, goal2)]
+
+    # giving up: a tolerance no arm meets; once the error stops shrinking for 1.5 s the node gives up,
+    # stops planning and holds the command, and stays up
+    assert set_parameter(probe, "er_node", "goal_tolerance", 1e-5) == (True, "")
+    assert set_parameter(probe, "er_node", "goal_give_up_time", 1.5) == (True, "")
+    t4 = time.monotonic()
+    goals.publish(_goal_msg(joints, goal1))
+    try:
+        probe.wait_for(lambda: any(s.startswith("given_up") for s in _statuses(probe, t4)), 30, "giving up")
+    except AssertionError as exc:
+        errs = [round(m.data, 4) for t, m in probe.messages("pvrnn/goal_error") if t >= t4]
+        raise AssertionError(f"{exc}; goal errors {errs[::5]}; statuses {_statuses(probe, t4)}; er_node log:\n"
+                             + procs.log("er_node")[-3000:]) from None
+    gave_up = next(s for s in _statuses(probe, t4) if s.startswith("given_up"))
+    assert "gave up after" in gave_up and "no progress for" in gave_up and "tolerance 1e-05" in gave_up
+    time.sleep(0.5)
+    n_plans, held = len(probe.messages("pvrnn/plan")), _joints(probe, joints)
+    time.sleep(1.0)
+    assert len(probe.messages("pvrnn/plan")) == n_plans, "planning goes on after giving up"
+    assert np.abs(_joints(probe, joints) - held).max() < 0.02, "the arm moves after giving up"
     assert er.poll() is None
     log = procs.log("er_node")
-    assert "goal rejected: goal on joint 'knee'" in log and "goal reached after" in log
+    assert "goal rejected: goal on joint 'knee'" in log and "goal reached after" in log and "gave up after" in log
+    assert "tick failed" not in log, log
     assert procs.stop(er) == 0, log
