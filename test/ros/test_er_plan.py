@@ -47,7 +47,9 @@ def test_plan_mode_drives_the_arm_to_joint_goals(ros, plan_model):
     from geometry_msgs.msg import Point, PointStamped
     from std_msgs.msg import Float64, String
 
-    from .clients import set_parameter
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from .clients import latest_status, set_parameter
     from trajectory_msgs.msg import JointTrajectory
 
     procs, probe, _ = ros
@@ -56,6 +58,7 @@ def test_plan_mode_drives_the_arm_to_joint_goals(ros, plan_model):
     probe.subscribe(Float64, "pvrnn/goal_error")
     probe.subscribe(Float64, "pvrnn/tick_latency")
     probe.subscribe(String, "pvrnn/goal_status")
+    probe.subscribe(DiagnosticArray, "/diagnostics")
     procs.start("sim_node", "scene:=arm7", "robots:=['']", "real_time_factor:=1.0")
     er = procs.start("er_node", f"model_path:={plan_model}", "mode:=plan", f"goal_tolerance:={TOL}",
                      "goal_give_up_time:=30.0", "goal_settle_time:=0.3", "plan_iterations:=30")
@@ -143,6 +146,10 @@ def test_plan_mode_drives_the_arm_to_joint_goals(ros, plan_model):
     time.sleep(1.0)
     assert len(probe.messages("pvrnn/plan")) == n_plans, "planning goes on after giving up"
     assert np.abs(_joints(probe, joints) - held).max() < 0.02, "the arm moves after giving up"
+    probe.wait_for(lambda: (latest_status(probe, "er_node: goal") or (0, "", "", {}))[3].get("status") == "given_up",
+                   5, "the goal diagnostic to report giving up")
+    _, level, message, values = latest_status(probe, "er_node: goal")
+    assert level == "WARN" and message.startswith("given_up") and values["goal"].startswith("joints shoulder_pan")
     assert er.poll() is None
     log = procs.log("er_node")
     assert "goal rejected: goal on joint 'knee'" in log and "goal reached after" in log and "gave up after" in log
