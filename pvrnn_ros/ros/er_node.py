@@ -944,12 +944,16 @@ class ERNode(LifecycleNode):
         ms = 1e3 * (time.perf_counter() - t0)
         self.ticks += 1
         self._count_overrun(ms, misses_before)
+        self.last_plan_tick = tick
+        if tick.plan is None and tick.iterations == 0:  # idle or given up: nothing planned, the command holds
+            with self.lock:
+                self.prediction = None
+            return
         self.latencies.append(ms)
         self.recent.append(ms)
         self.cpu_ms.append(1e3 * (time.thread_time() - c0))
         if len(self.latencies) > 100000:
             del self.latencies[:50000], self.cpu_ms[:50000]
-        self.last_plan_tick = tick
         if self._stop:
             return
         self.lat_pub.publish(self._Float64(data=ms))
