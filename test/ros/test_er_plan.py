@@ -155,3 +155,40 @@ def test_plan_mode_drives_the_arm_to_joint_goals(ros, plan_model):
     assert "goal rejected: goal on joint 'knee'" in log and "goal reached after" in log and "gave up after" in log
     assert "tick failed" not in log, log
     assert procs.stop(er) == 0, log
+
+
+def test_goal_given_in_observe_mode_is_pursued_once_mode_is_plan(ros, plan_model):
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+    from trajectory_msgs.msg import JointTrajectory
+
+    from .clients import set_parameter
+
+    procs, probe, _ = ros
+    probe.subscribe(JointState, "joint_states", depth=20)
+    probe.subscribe(JointTrajectory, "pvrnn/plan")
+    probe.subscribe(JointTrajectory, "pvrnn/prediction")
+    probe.subscribe(String, "pvrnn/goal_status")
+    procs.start("sim_node", "scene:=arm7", "robots:=['']", "real_time_factor:=1.0")
+    er = procs.start("er_node", f"model_path:={plan_model}", "mode:=observe", f"goal_tolerance:={TOL}",
+                     "goal_settle_time:=0.3")
+    goals = probe.publisher(JointState, "pvrnn/goal/joints")
+    probe.wait_for(lambda: goals.get_subscription_count() > 0 and len(probe.messages("pvrnn/prediction")) >= 3, 60,
+                   "er_node predicting in observe mode")
+    joints = ["wrist_flex", "elbow"]
+    start = _joints(probe, joints)
+    goal = start + np.array([-0.15, 0.15])
+    goals.publish(_goal_msg(joints, goal))
+    probe.wait_for(lambda: _statuses(probe), 20, "a goal status")
+    assert _statuses(probe)[0].endswith("(mode is observe: pursued once mode is plan)")
+    time.sleep(1.0)
+    assert not probe.messages("pvrnn/plan") and np.abs(_joints(probe, joints) - start).max() < 0.01  # not moving
+    assert set_parameter(probe, "er_node", "mode", "plan") == (True, "")
+    t1 = time.monotonic()
+    t_reached = _wait_reached(probe, procs, t1, 30, "the goal reached in plan mode")
+    err = np.abs(_joints(probe, joints) - goal).max()
+    print(f"observe -> plan: goal reached {t_reached:.1f} s after the switch, arm error {err:.3f} rad")
+    assert err < 2 * TOL and probe.messages("pvrnn/plan")
+    assert er.poll() is None
+    assert "mode observe -> plan: commands -> forward_position_controller/commands" in procs.log("er_node")
+    assert procs.stop(er) == 0
