@@ -192,3 +192,48 @@ def test_goal_given_in_observe_mode_is_pursued_once_mode_is_plan(ros, plan_model
     assert er.poll() is None
     assert "mode observe -> plan: commands -> forward_position_controller/commands" in procs.log("er_node")
     assert procs.stop(er) == 0
+
+
+def test_up_plan_graph_reaches_a_goal(ros, plan_model, tmp_path):
+    """`pvrnn-ros up plan` (the graph of launch/plan.launch.py, config/plan_params.yaml) with a goal
+    published from the test, as docs/ros.md shows."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+
+    from .conftest import REPO
+
+    procs, probe, env = ros
+    probe.subscribe(JointState, "joint_states", depth=20)
+    probe.subscribe(String, "pvrnn/goal_status")
+    log = (tmp_path / "up.log").open("wb")
+    up = subprocess.Popen([sys.executable, "-m", "pvrnn_ros.cli", "up", "plan", "--domain-id", env["ROS_DOMAIN_ID"],
+                           "--run-dir", str(tmp_path / "run"), "-p", f"er_node.model_path:={plan_model}",
+                           "--duration", "80"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    log.close()
+    try:
+        goals = probe.publisher(JointState, "pvrnn/goal/joints")
+        probe.wait_for(lambda: goals.get_subscription_count() > 0 and len(probe.messages("joint_states")) > 5, 60,
+                       "the plan graph up")
+        probe.wait_for(lambda: "activate ok" in (tmp_path / "up.log").read_text(), 60, "er_node active")
+        joints = ["shoulder_pan", "elbow"]
+        goal = _joints(probe, joints) + np.array([0.15, 0.1])
+        t0 = time.monotonic()
+        goals.publish(_goal_msg(joints, goal))
+        try:
+            probe.wait_for(lambda: any(s.startswith("reached") for s in _statuses(probe, t0)), 30, "goal reached")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {_statuses(probe, t0)}\n" + (tmp_path / "run" / "er_node.log").read_text()
+                                 [-3000:]) from None
+        err = np.abs(_joints(probe, joints) - goal).max()
+        assert err < 0.1, f"arm {err:.3f} rad from the goal"  # plan_params.yaml: goal_tolerance 0.05
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
+        rc = up.wait(30)
+    assert rc == 0, (tmp_path / "up.log").read_text()
+    assert os.path.getsize(tmp_path / "run" / "er_node.log") > 0
