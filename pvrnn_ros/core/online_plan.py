@@ -55,8 +55,8 @@ class OnlineTick:
 
     @property
     def error(self) -> float:
-        """The largest current error relative to its tolerance, in the first term's units when the goal
-        has one term (the usual case)."""
+        """The current error of a one-term goal (the usual case: the node builds one term per goal
+        message); with several terms the largest, each in its own units."""
         return self.errors[0] if len(self.errors) == 1 else (max(self.errors) if self.errors else math.nan)
 
 
