@@ -45,6 +45,11 @@ GRAPHS: dict[str, list[NodeSpec]] = {
         NodeSpec("demonstrator_node", "demonstrator_node", "imitate_params.yaml"),
         NodeSpec("er_node", "er_node", "imitate_params.yaml", managed=True),
     ],
+    # one sim arm + the ER node in mode plan, driving it towards goals on pvrnn/goal/*
+    "plan": [
+        NodeSpec("sim_node", "sim_node", "plan_params.yaml"),
+        NodeSpec("er_node", "er_node", "plan_params.yaml", managed=True),
+    ],
     # the ER node alone beside a real robot (observe mode by default)
     "er_real_robot": [
         NodeSpec("er_node", "er_node", "er_real_robot_params.yaml", managed=True),

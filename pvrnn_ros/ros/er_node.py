@@ -13,8 +13,12 @@ like an unmanaged node. Run `python -m pvrnn_ros.ros.er_node --help` for the par
 Subscribes (sensor-data QoS: best effort, so best-effort and reliable publishers are both heard)
   <input_topic> (sensor_msgs/JointState, default `joint_states`): joints matched by name, any
       order; extra joints ignored; missing or non-finite joints are masked (NaN) for ER.
-  <feedback_topic> (JointState) in imitate/generate mode: the commanded robot's measured joints,
+  <feedback_topic> (JointState) in imitate/generate/plan mode: the commanded robot's measured joints,
       used to start the safety stage from where the robot is.
+  pvrnn/goal/joints (sensor_msgs/JointState: names + positions, some or all joints),
+  pvrnn/goal/end_effector (geometry_msgs/PointStamped), pvrnn/goal/task (std_msgs/String, a class of
+      the `task` modality): the plan mode goal, one topic per message type (reliable). A bad goal is
+      rejected on pvrnn/goal_status naming the value; the previous goal stays.
 Publishes (reliable, volatile, depth 10; lifecycle publishers: nothing while inactive)
   pvrnn/prediction    trajectory_msgs/JointTrajectory: P points, time_from_start = h / rate,
                       header.stamp = stamp of the observation it answers
@@ -34,11 +38,18 @@ Publishes (reliable, volatile, depth 10; lifecycle publishers: nothing while ina
   pvrnn/prediction/<modality> (continuous modalities, e.g. `end_effector`) geometry_msgs/PoseArray
                       of the next P predicted points (x, y, z; identity orientation) for 3-component
                       ones, else std_msgs/Float64MultiArray [P, k]; stamped like pvrnn/prediction
-  <command_topic>     (imitate/generate; reliable, depth 10) std_msgs/Float64MultiArray in `joints`
+  pvrnn/plan          (plan) trajectory_msgs/JointTrajectory of the H planned points, time_from_start
+                      = h / rate, header.stamp = stamp of the observation it starts from
+  pvrnn/goal_error    (plan) std_msgs/Float64, the current goal error each tick (observed joints for a
+                      joint goal; the plan's first step for other modalities)
+  pvrnn/goal_status   std_msgs/String "<status>: <details>" on every change (reliable, transient
+                      local depth 1): pursuing, reached, given_up, rejected (see core.online_plan)
+  <command_topic>     (imitate/generate/plan; reliable, depth 10) std_msgs/Float64MultiArray in `joints`
                       order, or a one-point JointTrajectory when command_type = trajectory
   /diagnostics        diagnostic_msgs/DiagnosticArray at 1 Hz: "er_node: error regression" (tick
-                      latency, deadline misses, free energy, backend, model) and "er_node: input"
-                      (input rate, age of the newest observation)
+                      latency, deadline misses, free energy, backend, model), "er_node: input"
+                      (input rate, age of the newest observation) and "er_node: goal" (plan mode:
+                      goal, status, current and planned goal error)
 Services
   ~/reset (std_srvs/Trigger): restart ER from the next observation
 Modes (live parameter `mode`; a switch restarts the safety stage from the measured position)
@@ -48,6 +59,9 @@ Modes (live parameter `mode`; a switch restarts the safety stage from the measur
             `lead`): the prediction compensates the ER and transport latency
   generate  closed loop: command the observed robot itself with its own prediction one step
             ahead; ER re-infers the latent state when the robot is perturbed
+  plan      goal-directed: every tick replan on a sliding window of the observed stream (warm-started,
+            core.online_plan.OnlinePlanner) towards the goal on pvrnn/goal/*, and command the observed
+            robot (as generate mode) along the plan; idle or given up: the command holds
 
 ER runs on a worker thread every 1/rate s; executor callbacks never block on it. A tick that is
 due while the previous one still runs is counted as a deadline miss and skipped (also counted by the
@@ -68,21 +82,21 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from .common import Throttle, request_exit, run_node
 from .conversions import (Resampler, float64_multiarray, joint_state_to_array, make_trajectory,
                           sec_to_stamp, stamp_to_sec)
-from .diagnostics import ERROR, STALE, WARN, DiagnosticsUpdater, RateMeter, input_health, tick_health
+from .diagnostics import ERROR, OK, STALE, WARN, DiagnosticsUpdater, RateMeter, input_health, tick_health
 from .lifecycle import autostart, state_label
 from .params import Param, ParamTable
 from .safety import SafetyFilter, limits_with_margin
 
 NODE_NAME = "er_node"
-MODES = ("observe", "imitate", "generate")
+MODES = ("observe", "imitate", "generate", "plan")
 BACKENDS = ("", "auto", "reference", "cpu", "triton")
 
 PARAMS = ParamTable(NODE_NAME, [
     Param("autostart", True, "configure and activate at start-up (false: wait for lifecycle transitions)",
           read_only=True),
     Param("model_path", "", "checkpoint (model.pt or its directory) from `pvrnn-ros train`"),
-    Param("mode", "observe", "observe (predict only), imitate (command another arm) or generate (closed loop)",
-          choices=MODES, live=True),
+    Param("mode", "observe", "observe (predict only), imitate (command another arm), generate (closed loop) or "
+          "plan (command the observed robot towards the goal on pvrnn/goal/*)", choices=MODES, live=True),
     Param("input_topic", "joint_states", "JointState stream to regress on"),
     Param("rate", 0.0, "ER tick rate in Hz; 0 = the model's rate", low=0.0, high=1000.0),
     Param("window", -1, "ER window W; -1 = checkpoint config", low=1, high=10000, special=(-1,)),
@@ -114,10 +128,40 @@ PARAMS = ParamTable(NODE_NAME, [
     Param("stale_timeout", 0.5, "s without input before ER pauses and commands hold", low=0.001, high=3600.0,
           live=True),
     Param("time_jump_reset", 1.0, "stamp jump back (s) treated as a stream restart", low=0.0, high=1e6),
+    # plan mode (goal-directed planning, core.online_plan)
+    Param("plan_past", 10, "plan mode: observed steps in the planning window", low=1, high=10000),
+    Param("plan_horizon", -1, "plan mode: steps planned ahead; -1 = checkpoint plan.horizon", low=1, high=10000,
+          special=(-1,)),
+    Param("plan_iterations", 30, "plan mode: Adam iterations per tick (warm-started from the previous plan)",
+          low=0, high=100000, live=True),
+    Param("plan_first_iterations", -1, "plan mode: Adam iterations of a plan without a warm start (the first); "
+          "-1 = checkpoint plan.iterations", low=0, high=100000, special=(-1,)),
+    Param("plan_candidates", 1, "plan mode: candidate plans per tick (only the first is warm-started)",
+          low=1, high=1024),
+    Param("plan_lr", -1.0, "plan mode: Adam learning rate; -1 = checkpoint plan.lr", low=1e-9, high=1e3,
+          special=(-1.0,), live=True),
+    Param("goal_from_step", 0, "plan mode: the goal holds from this planned step to the horizon; -1 = at the "
+          "last step only", low=0, high=10000, special=(-1,)),
+    Param("goal_tolerance", 0.05, "plan mode: reached within this error (rad for joints, m for end_effector)",
+          low=1e-9, high=1e6, live=True),
+    Param("goal_task_tolerance", 0.2, "plan mode: a task goal is reached when its class probability is at least "
+          "1 - this", low=1e-9, high=1.0, live=True),
+    Param("goal_settle_time", 0.5, "plan mode: s within tolerance before the goal counts as reached",
+          low=0.0, high=3600.0, live=True),
+    Param("goal_give_up_time", 10.0, "plan mode: give up after this many s without progress; 0 = never",
+          low=0.0, high=1e6, live=True),
+    Param("goal_min_progress", 0.05, "plan mode: fraction the goal error must shrink by to count as progress",
+          low=0.0, high=0.99, live=True),
+    Param("goal_frame", "", "plan mode: frame_id an end-effector goal must carry ('' = not checked; no tf "
+          "transform is done)"),
 ], lifecycle=True)
 
-# the live parameters the worker thread applies to the ER engine before its next step
+# the live parameters the worker thread applies to the ER engine / the online planner before its next step
 ER_LIVE = ("lr", "iterations")
+PLAN_LIVE = ("plan_iterations", "plan_lr", "goal_tolerance", "goal_task_tolerance", "goal_settle_time",
+             "goal_give_up_time", "goal_min_progress")
+# plan mode goal topics, one per message type (ROS 2 topics carry one type): modality -> topic
+GOAL_TOPICS = {"joints": "pvrnn/goal/joints", "end_effector": "pvrnn/goal/end_effector", "task": "pvrnn/goal/task"}
 FEEDBACK_WARN_S = 2.0  # s without the commanded robot's joint states before that is a warning
 
 
@@ -147,6 +191,7 @@ class ERNode(LifecycleNode):
         self.diagnostics = DiagnosticsUpdater(self)
         self.diagnostics.add("error regression", self._diagnose_er)
         self.diagnostics.add("input", self._diagnose_input)
+        self.diagnostics.add("goal", self._diagnose_goal)
         self._active_timers: list = []
         self._active_subs: list = []
         self._created_at = time.monotonic()
@@ -185,6 +230,7 @@ class ERNode(LifecycleNode):
         self.input_meter = RateMeter()  # the input rate of this activation only
         sensor = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
         self._active_subs.append(self.create_subscription(JointState, self.input_topic, self._on_joint_state, sensor))
+        self._subscribe_goals()
         self._open_command_endpoints()
         self._active_timers.append(self.create_timer(self.dt, self._tick))
         self._active_timers.append(self.create_timer(1.0 / self.command_rate, self._command))
@@ -253,6 +299,8 @@ class ERNode(LifecycleNode):
         self.er_cfg = self._er_config(int(p["window"]), int(p["iterations"]), int(p["first_iterations"]),
                                       float(p["lr"]), int(p["horizon"]), str(p["backend"]))
         self.er = ErrorRegression(self.trained, self.er_cfg)
+        self.online = self._online_planner(p)
+        self.goal_frame = str(p["goal_frame"])
         self.rate = float(p["rate"]) if p["rate"] > 0 else float(self.trained.rate_hz)
         self.dt = 1.0 / self.rate
 
@@ -276,6 +324,7 @@ class ERNode(LifecycleNode):
             self.limits = (np.asarray(lower, float), np.asarray(upper, float))
         self.safety = SafetyFilter(*self._limits(self.limit_margin), float(p["max_step"]))
         self.lead = self._lead(self.lead_param, self.mode)
+        self.model_to_cmd = {n: m for n, m in zip(self.names, mapped)}
         self._warm_up()
 
         # stream state (executor thread)
@@ -294,6 +343,7 @@ class ERNode(LifecycleNode):
         self.deadline_misses = 0
         self.ticks = 0
         self.last_tick = None  # ERTick of the latest tick
+        self.last_plan_tick = None  # OnlineTick of the latest plan-mode tick
         self._reported = (0, 0)  # (ticks, misses) at the previous diagnostics report
         self._job = None
         self._job_ready = threading.Condition()
@@ -309,13 +359,16 @@ class ERNode(LifecycleNode):
         self.miss_pub = self.create_lifecycle_publisher(UInt64, "pvrnn/deadline_misses", reliable)
         self._Float64, self._UInt64 = Float64, UInt64
         self._modality_publishers(reliable)
+        self._plan_publishers(reliable)
         self.cmd_pub = None
         self.command_topic = self.feedback_topic = ""
         self._worker.start()
         self.get_logger().info(
             f"configured: model {self.model_path}: joints {self.names}, rate {self.rate:g} Hz, "
             f"W={self.er_cfg.window} K={self.er_cfg.iterations} lr={self.er_cfg.lr:g} P={self.er_cfg.horizon}, "
-            f"backend {self.er.backend.name}; mode {self.mode}; input {self.input_topic}")
+            f"backend {self.er.backend.name}; mode {self.mode}; input {self.input_topic}; plan mode: past "
+            f"{self.online.past} H={self.online.cfg.horizon} K={self.online.cfg.iterations} per tick "
+            f"(first {self.online.first_iterations}), goal topics {', '.join(GOAL_TOPICS.values())}")
 
     def _er_config(self, window, iterations, first, lr, horizon, backend):
         import dataclasses
@@ -336,6 +389,30 @@ class ERNode(LifecycleNode):
         cfg.validate("er", n_layers=len(self.trained.config.model.layers))
         return cfg
 
+    def _online_planner(self, p: dict):
+        import dataclasses
+
+        from pvrnn_ros.core.online_plan import OnlinePlanner
+
+        cfg = dataclasses.replace(self.trained.config.plan)
+        if p["plan_horizon"] >= 1:
+            cfg.horizon = int(p["plan_horizon"])
+        cfg.iterations = int(p["plan_iterations"])
+        cfg.candidates = int(p["plan_candidates"])
+        if p["plan_lr"] > 0:
+            cfg.lr = float(p["plan_lr"])
+        if self.er_cfg.backend != "auto":  # the node's backend choice serves both engines
+            cfg.backend = self.er_cfg.backend
+        first = int(p["plan_first_iterations"])
+        self.goal_from_step = int(p["goal_from_step"])
+        if self.goal_from_step >= cfg.horizon:
+            raise ValueError(f"goal_from_step={self.goal_from_step} is outside the plan: expected -1 or a step "
+                             f"below the plan horizon ({cfg.horizon})")
+        return OnlinePlanner(self.trained, cfg, past=int(p["plan_past"]),
+                             first_iterations=self.trained.config.plan.iterations if first < 0 else first,
+                             settle_s=float(p["goal_settle_time"]), give_up_s=float(p["goal_give_up_time"]),
+                             min_progress=float(p["goal_min_progress"]))
+
     def _check_commandable(self, mode: str) -> None:
         if all(c is None for c in self.cmd_cols):
             raise ValueError(f"mode {mode!r} needs command joints: no command joint {self.cmd_names} matches a "
@@ -350,7 +427,7 @@ class ERNode(LifecycleNode):
         return lo, hi
 
     def _lead(self, lead: float, mode: str) -> float:
-        return lead if lead >= 0 else (self.dt if mode == "generate" else 0.0)
+        return lead if lead >= 0 else (self.dt if mode in ("generate", "plan") else 0.0)
 
     def _warm_up(self) -> None:
         """Throw-away ticks over a whole (growing, then sliding) window, so live ticks do not pay for
@@ -359,13 +436,26 @@ class ERNode(LifecycleNode):
         for _ in range(self.er_cfg.window + 2):
             self.er.step(mid)
         self.er.reset()
+        # the planner's batched kernels too (a short plan, then the stream and goal are forgotten)
+        from pvrnn_ros.core.plan import GoalTerm
+
+        saved = self.online.first_iterations
+        self.online.first_iterations = min(saved, 3)
+        try:
+            self.online.set_goal([GoalTerm("joints", [float(mid[0])], [self.names[0]])])
+            for _ in range(2):
+                self.online.step(mid)
+        finally:
+            self.online.first_iterations = saved
+            self.online.clear_goal()
+            self.online.reset()
 
     def _endpoints(self, mode: str) -> tuple[str, str]:
         """(command topic, feedback topic) of `mode` ('' , '' in observe mode)."""
         if mode == "observe":
             return "", ""
         command = self.command_topic_param
-        if not command:
+        if not command:  # generate and plan command the observed robot itself
             command = ("learner/forward_position_controller/commands" if mode == "imitate"
                        else "forward_position_controller/commands")
             if self.command_type == "trajectory":
@@ -414,7 +504,8 @@ class ERNode(LifecycleNode):
         if worker is not None and worker.is_alive():
             self._stop_worker()
             self._log_summary()
-        for name in ("pred_pub", "fe_pub", "lat_pub", "miss_pub", "recognition_pub"):
+        for name in ("pred_pub", "fe_pub", "lat_pub", "miss_pub", "recognition_pub", "plan_pub", "goal_error_pub",
+                     "goal_status_pub"):
             pub = getattr(self, name, None)
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
@@ -425,6 +516,7 @@ class ERNode(LifecycleNode):
         if getattr(self, "cmd_pub", None) is not None:
             self._close_command_endpoints()
         self.er = None
+        self.online = None
         self.trained = None
         self._worker = None
 
@@ -457,7 +549,7 @@ class ERNode(LifecycleNode):
         if not pending:
             return
         for name, value in pending.items():
-            if name in ER_LIVE:
+            if name in ER_LIVE or name in PLAN_LIVE:
                 self._er_updates[name] = value
             elif name == "max_step":
                 self.safety.max_step = float(value)
@@ -470,6 +562,10 @@ class ERNode(LifecycleNode):
                 self.lead_param = float(value)
         if "mode" in pending and pending["mode"] != self.mode:
             old, self.mode = self.mode, str(pending["mode"])
+            if "plan" in (old, self.mode):  # the other engine has not seen the stream meanwhile
+                self.stream_reset = True
+                with self.lock:
+                    self.prediction = None
             if self._endpoints(self.mode) != (self.command_topic, self.feedback_topic):
                 self._close_command_endpoints()
                 self._open_command_endpoints()
@@ -584,7 +680,8 @@ class ERNode(LifecycleNode):
             try:
                 self._run_tick(*job)
             except Exception as exc:  # noqa: BLE001 - keep the node alive, report
-                self.throttle.warn("tick", f"ER tick failed: {type(exc).__name__}: {exc}")
+                self.throttle.warn("tick", f"{'plan' if self.mode == 'plan' else 'ER'} tick failed: "
+                                   f"{type(exc).__name__}: {exc}")
             finally:
                 with self._job_ready:
                     self._busy = False
@@ -600,10 +697,17 @@ class ERNode(LifecycleNode):
         if er is None:
             return
         for name, value in updates.items():  # live lr / iterations: -1 = back to the checkpoint's value
+            if name in PLAN_LIVE:
+                self._apply_plan_setting(name, value)
+                continue
             base = getattr(self.trained.config.er, name)
             setattr(er.cfg, name, type(base)(value) if value != -1 else base)
         if reset:
             er.reset()
+            self.online.reset()
+        if self.mode == "plan":
+            self._run_plan_tick(now, stamp, obs)
+            return
         with self._job_ready:
             misses_before = self.deadline_misses
         t0, c0 = time.perf_counter(), time.thread_time()
@@ -700,6 +804,206 @@ class ERNode(LifecycleNode):
             self.get_logger().info(
                 f"ER: {self.ticks} ticks, latency median {np.median(lat):.1f} ms p99 {np.percentile(lat, 99):.1f} ms, "
                 f"{self.deadline_misses} deadline misses, F={tick.free_energy:.4g} rec={tick.reconstruction_error:.4g}")
+
+    # ------------------------------------------------------------------ plan mode
+    def _plan_publishers(self, qos) -> None:
+        from std_msgs.msg import Float64, String
+        from rclpy.qos import DurabilityPolicy
+        from trajectory_msgs.msg import JointTrajectory
+
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)  # a late subscriber hears the latest
+        self.plan_pub = self.create_lifecycle_publisher(JointTrajectory, "pvrnn/plan", qos)
+        self.goal_error_pub = self.create_lifecycle_publisher(Float64, "pvrnn/goal_error", qos)
+        self.goal_status_pub = self.create_lifecycle_publisher(String, "pvrnn/goal_status", latched)
+        self._String = String
+        self._goal_lock = threading.Lock()
+        self._goal_pending = None  # (terms, text) accepted by a goal callback, taken by the next plan tick
+        self.goal_text = ""  # the goal being pursued, in words
+        self.goal_status = "idle"
+        self.goal_message = "idle: no goal"
+        self.goal_error = math.nan
+        self.planned_error = math.nan
+        self.goal_events = 0
+
+    def _subscribe_goals(self) -> None:
+        from geometry_msgs.msg import PointStamped
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import String
+
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        for kind, topic, cb in ((JointState, GOAL_TOPICS["joints"], self._on_goal_joints),
+                                (PointStamped, GOAL_TOPICS["end_effector"], self._on_goal_point),
+                                (String, GOAL_TOPICS["task"], self._on_goal_task)):
+            self._active_subs.append(self.create_subscription(kind, topic, cb, qos))
+
+    def _on_goal_joints(self, msg) -> None:
+        from pvrnn_ros.core.plan import GoalTerm
+
+        to_model = {c: m for m, c in self.model_to_cmd.items()}  # goals may name joints as the robot does
+        names = [to_model.get(n, n) for n in msg.name]
+        if not names or len(msg.position) != len(names):
+            self._reject_goal(f"joint goal on {GOAL_TOPICS['joints']} has {len(msg.name)} names and "
+                              f"{len(msg.position)} positions: expected one position per named joint")
+            return
+        if len(set(names)) != len(names):
+            self._reject_goal(f"joint goal names a joint twice: {list(msg.name)}")
+            return
+        values = [float(v) for v in msg.position]
+        text = "joints " + ", ".join(f"{n}={v:.3g}" for n, v in zip(msg.name, values))
+        self._accept_goal([GoalTerm("joints", values, names, self._from_step(), self._tolerance("joints"))], text)
+
+    def _on_goal_point(self, msg) -> None:
+        from pvrnn_ros.core.plan import GoalTerm
+
+        p = msg.point
+        frame = msg.header.frame_id
+        if self.goal_frame and frame != self.goal_frame:
+            self._reject_goal(f"end-effector goal in frame {frame!r}: expected frame {self.goal_frame!r} "
+                              f"(goal_frame; no tf transform is done)")
+            return
+        values = [float(p.x), float(p.y), float(p.z)]
+        text = "end_effector " + ", ".join(f"{v:.3g}" for v in values) + (f" in {frame}" if frame else "")
+        self._accept_goal([GoalTerm("end_effector", values, None, self._from_step(),
+                                    self._tolerance("end_effector"))], text)
+
+    def _on_goal_task(self, msg) -> None:
+        from pvrnn_ros.core.plan import GoalTerm
+
+        name = msg.data.strip()
+        self._accept_goal([GoalTerm("task", [name], None, self._from_step(), self._tolerance("task"))],
+                          f"task {name}")
+
+    def _from_step(self):
+        return None if self.goal_from_step < 0 else self.goal_from_step
+
+    def _tolerance(self, modality: str) -> float:
+        mod = next((m for m in self.trained.layout.modalities if m.name == modality), None)
+        if mod is not None and mod.kind == "categorical":
+            return float(self.get_parameter("goal_task_tolerance").value)
+        return float(self.get_parameter("goal_tolerance").value)
+
+    def _accept_goal(self, terms, text: str) -> None:
+        """Executor thread: validate (GoalError names the bad value), then hand to the next plan tick."""
+        from pvrnn_ros.core.plan import GoalError
+
+        online = self.online
+        if online is None:
+            return
+        try:
+            online.validate_goal(terms)
+        except GoalError as exc:
+            self._reject_goal(str(exc))
+            return
+        with self._goal_lock:
+            self._goal_pending = (terms, text)
+        note = "" if self.mode == "plan" else f" (mode is {self.mode}: pursued once mode is plan)"
+        self.get_logger().info(f"new goal: {text}{note}")
+        self._set_goal_status("pursuing", f"pursuing: {text}{note}")
+
+    def _reject_goal(self, reason: str) -> None:
+        keep = f"keeping the goal {self.goal_text}" if self.goal_text and self.goal_status in ("pursuing", "reached") \
+            else "idle"
+        self.get_logger().error(f"goal rejected: {reason}; {keep}")
+        self._set_goal_status("rejected", f"rejected: {reason}; {keep}", status_after=self.goal_status)
+
+    def _set_goal_status(self, status: str, message: str, status_after: str | None = None) -> None:
+        """Publish `message` on pvrnn/goal_status ('<status>: <details>'); the state becomes `status_after`
+        (default `status`). Lifecycle publishers drop it while inactive."""
+        self.goal_status = status if status_after is None else status_after
+        self.goal_message = message
+        self.goal_events += 1
+        if self.goal_status_pub is not None:
+            self.goal_status_pub.publish(self._String(data=message))
+
+    def _apply_plan_setting(self, name: str, value) -> None:
+        """Worker thread, before a plan tick: a live plan parameter."""
+        online = self.online
+        if name == "plan_iterations":
+            online.cfg.iterations = int(value)
+        elif name == "plan_lr":
+            online.cfg.lr = float(value) if value > 0 else float(self.trained.config.plan.lr)
+        elif name == "goal_settle_time":
+            online.settle_s = float(value)
+        elif name == "goal_give_up_time":
+            online.give_up_s = float(value)
+        elif name == "goal_min_progress":
+            online.min_progress = float(value)
+        elif name in ("goal_tolerance", "goal_task_tolerance") and online.goal:
+            for term in online.goal:
+                if (self._tolerance(term.modality) != term.tolerance):
+                    term.tolerance = self._tolerance(term.modality)
+
+    def _run_plan_tick(self, now: float, stamp: float, obs: np.ndarray) -> None:
+        """Worker thread: one online planning tick (core.online_plan), its messages and its commands."""
+        online = self.online
+        with self._goal_lock:
+            pending, self._goal_pending = self._goal_pending, None
+        if pending is not None:
+            online.set_goal(pending[0], now)  # validated when received; the warm start is kept
+            self.goal_text = pending[1]
+        with self._job_ready:
+            misses_before = self.deadline_misses
+        t0, c0 = time.perf_counter(), time.thread_time()
+        tick = online.step(obs, now)
+        ms = 1e3 * (time.perf_counter() - t0)
+        self.ticks += 1
+        self._count_overrun(ms, misses_before)
+        self.last_plan_tick = tick
+        if tick.plan is None and tick.iterations == 0:  # idle or given up: nothing planned, the command holds
+            with self.lock:
+                self.prediction = None
+            return
+        self.latencies.append(ms)
+        self.recent.append(ms)
+        self.cpu_ms.append(1e3 * (time.thread_time() - c0))
+        if len(self.latencies) > 100000:
+            del self.latencies[:50000], self.cpu_ms[:50000]
+        if self._stop:
+            return
+        self.lat_pub.publish(self._Float64(data=ms))
+        if tick.event:
+            if tick.status == "given_up":  # rclpy fixes a call site's severity: one call per level
+                self.get_logger().warning(f"goal {self.goal_text}: {tick.event}")
+            else:
+                self.get_logger().info(f"goal {self.goal_text}: {tick.event}")
+            self._set_goal_status(tick.status, f"{tick.status}: {self.goal_text}: {tick.event}")
+        if tick.plan is None:  # idle or given up: the command holds
+            with self.lock:
+                self.prediction = None
+            return
+        self.goal_error, self.planned_error = tick.error, float(max(tick.planned_errors))
+        self.goal_error_pub.publish(self._Float64(data=float(tick.error)))
+        positions = tick.plan.positions  # [H, J] raw units
+        self.plan_pub.publish(make_trajectory(self.names, positions, self.dt, sec_to_stamp(stamp)))
+        with self.lock:
+            self.prediction = _Prediction(now, stamp, np.where(np.isfinite(obs), obs, positions[0]), positions)
+        if self.ticks % max(1, int(10 * self.rate)) == 0:
+            lat = np.asarray(self.latencies[-int(10 * self.rate):])
+            self.get_logger().info(
+                f"plan: {self.ticks} ticks, latency median {np.median(lat):.1f} ms p99 {np.percentile(lat, 99):.1f} ms, "
+                f"goal {self.goal_text} {tick.status}, error {tick.error:.3g} now, {self.planned_error:.3g} planned")
+
+    def _diagnose_goal(self, r) -> None:
+        state = state_label(self)
+        if self.er is None:
+            r.set(STALE, f"{state}: no model loaded")
+            return
+        if self.mode != "plan":
+            r.set(STALE, f"mode {self.mode}: not planning")
+        elif self.goal_status == "given_up":
+            r.set(WARN, self.goal_message)
+        elif self.goal_message.startswith("rejected"):
+            r.set(WARN, self.goal_message)
+        else:
+            r.set(OK, self.goal_message)
+        r.add("status", self.goal_status)
+        r.add("goal", self.goal_text or "none")
+        r.add("goal error", float(self.goal_error))
+        r.add("planned goal error", float(self.planned_error))
+        r.add("plan horizon", self.online.cfg.horizon)
+        r.add("plan iterations per tick", self.online.cfg.iterations)
+        r.add("goal topics", ", ".join(GOAL_TOPICS.values()))
 
     # ------------------------------------------------------------------ commands
     def _command(self) -> None:

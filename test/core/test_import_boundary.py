@@ -6,7 +6,7 @@ def test_core_imports_no_ros_mujoco_or_triton():
     code = (
         "import sys\n"
         "import pvrnn_ros.core, pvrnn_ros.core.model, pvrnn_ros.core.train, pvrnn_ros.core.er, "
-        "pvrnn_ros.core.data, pvrnn_ros.core.generate, pvrnn_ros.core.checkpoint\n"
+        "pvrnn_ros.core.data, pvrnn_ros.core.generate, pvrnn_ros.core.checkpoint, pvrnn_ros.core.online_plan\n"
         "bad = [m for m in ('rclpy', 'mujoco', 'triton') if m in sys.modules]\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"

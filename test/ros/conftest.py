@@ -173,3 +173,28 @@ def tiny_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_model")
     train(cfg, demos, out, epochs=30, progress=False)
     return out / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def plan_model(tmp_path_factory) -> Path:
+    """A small PV-RNN trained a little longer than `tiny_model` (three kinematic episodes, arm7 joints,
+    10 Hz), so that goal-directed planning reaches postures of its repertoire."""
+    import torch
+
+    from pvrnn_ros.core.config import Config, LayerConfig
+    from pvrnn_ros.core.data import Demonstration
+    from pvrnn_ros.core.train import train
+    from pvrnn_ros.sim.primitives import DEFAULT_JOINT_NAMES, kinematic_episode
+
+    torch.set_num_threads(1)
+    demos = []
+    for s in range(3):
+        t, q, _ = kinematic_episode(10.0, 10.0, s)
+        demos.append(Demonstration(f"ep{s}", t, q, list(DEFAULT_JOINT_NAMES)))
+    cfg = Config()
+    cfg.model.layers = [LayerConfig(d=16, z=2, tau=2.0), LayerConfig(d=8, z=1, tau=4.0)]
+    cfg.er.window, cfg.er.iterations, cfg.er.first_iterations = 8, 5, 10
+    cfg.plan.horizon, cfg.plan.iterations = 15, 100
+    out = tmp_path_factory.mktemp("plan_model")
+    train(cfg, demos, out, epochs=800, progress=False)
+    return out / "model.pt"
