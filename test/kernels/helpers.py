@@ -91,3 +91,16 @@ def random_problem(model: PVRNN, B=2, W=5, K=3, use_eps=True, keep_best=False, f
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double(), b.double()
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+def assert_results_match(res, ref, tol: float = 1e-4) -> None:
+    """A fast backend's WindowResult equals the reference's: every iterate's loss, A and the Adam
+    moments after K steps, the step count and the best iterate."""
+    assert res.losses.shape == ref.losses.shape
+    assert rel_err(res.losses, ref.losses) < tol
+    assert rel_err(res.a_mu, ref.a_mu) < tol
+    assert rel_err(res.a_ls, ref.a_ls) < tol
+    for name in ("m_mu", "v_mu", "m_ls", "v_ls"):
+        assert rel_err(getattr(res.adam, name), getattr(ref.adam, name)) < tol, name
+    assert res.adam.step == ref.adam.step
+    assert res.best_iteration == ref.best_iteration

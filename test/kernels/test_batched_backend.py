@@ -13,7 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import random_model, random_problem, rel_err  # noqa: E402
+from helpers import assert_results_match, random_model, random_problem, rel_err  # noqa: E402
 
 from pvrnn_ros.kernels.reference import ReferenceBackend, window_loss  # noqa: E402
 
@@ -32,13 +32,7 @@ def _model(output, extra, posterior="d+A", dtype=torch.float32, seed=0):
 
 
 def _check(res, ref):
-    assert res.losses.shape == ref.losses.shape
-    assert rel_err(res.losses, ref.losses) < TOL
-    assert rel_err(res.a_mu, ref.a_mu) < TOL
-    assert rel_err(res.a_ls, ref.a_ls) < TOL
-    for name in ("m_mu", "v_mu", "m_ls", "v_ls"):
-        assert rel_err(getattr(res.adam, name), getattr(ref.adam, name)) < TOL, name
-    assert res.adam.step == ref.adam.step and res.best_iteration == ref.best_iteration
+    assert_results_match(res, ref, TOL)
 
 
 def _window(problem, a_mu, a_ls, adam, b):

@@ -152,9 +152,9 @@ def ros(request, tmp_path):
         probe.close()
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    """A small PV-RNN trained for a few seconds on two kinematic episodes (arm7 joints, 10 Hz)."""
+def _kinematic_model(tmp_path_factory, name: str, episodes: int, seconds: float, epochs: int,
+                     plan: bool = False) -> Path:
+    """A small PV-RNN (arm7 joints, 10 Hz) trained on kinematic primitive chains; returns model.pt."""
     import torch
 
     from pvrnn_ros.core.config import Config, LayerConfig
@@ -164,37 +164,27 @@ def tiny_model(tmp_path_factory) -> Path:
 
     torch.set_num_threads(1)
     demos = []
-    for s in range(2):
-        t, q, _ = kinematic_episode(6.0, 10.0, s)
+    for s in range(episodes):
+        t, q, _ = kinematic_episode(seconds, 10.0, s)
         demos.append(Demonstration(f"ep{s}", t, q, list(DEFAULT_JOINT_NAMES)))
     cfg = Config()
     cfg.model.layers = [LayerConfig(d=16, z=2, tau=2.0), LayerConfig(d=8, z=1, tau=4.0)]
     cfg.er.window, cfg.er.iterations, cfg.er.first_iterations = 8, 5, 10
-    out = tmp_path_factory.mktemp("tiny_model")
-    train(cfg, demos, out, epochs=30, progress=False)
+    if plan:
+        cfg.plan.horizon, cfg.plan.iterations = 15, 100
+    out = tmp_path_factory.mktemp(name)
+    train(cfg, demos, out, epochs=epochs, progress=False)
     return out / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """Trained for a few seconds on two kinematic episodes."""
+    return _kinematic_model(tmp_path_factory, "tiny_model", episodes=2, seconds=6.0, epochs=30)
 
 
 @pytest.fixture(scope="session")
 def plan_model(tmp_path_factory) -> Path:
-    """A small PV-RNN trained a little longer than `tiny_model` (three kinematic episodes, arm7 joints,
-    10 Hz), so that goal-directed planning reaches postures of its repertoire."""
-    import torch
-
-    from pvrnn_ros.core.config import Config, LayerConfig
-    from pvrnn_ros.core.data import Demonstration
-    from pvrnn_ros.core.train import train
-    from pvrnn_ros.sim.primitives import DEFAULT_JOINT_NAMES, kinematic_episode
-
-    torch.set_num_threads(1)
-    demos = []
-    for s in range(3):
-        t, q, _ = kinematic_episode(10.0, 10.0, s)
-        demos.append(Demonstration(f"ep{s}", t, q, list(DEFAULT_JOINT_NAMES)))
-    cfg = Config()
-    cfg.model.layers = [LayerConfig(d=16, z=2, tau=2.0), LayerConfig(d=8, z=1, tau=4.0)]
-    cfg.er.window, cfg.er.iterations, cfg.er.first_iterations = 8, 5, 10
-    cfg.plan.horizon, cfg.plan.iterations = 15, 100
-    out = tmp_path_factory.mktemp("plan_model")
-    train(cfg, demos, out, epochs=800, progress=False)
-    return out / "model.pt"
+    """Trained a little longer than `tiny_model` (three episodes), so that goal-directed planning
+    reaches postures of its repertoire."""
+    return _kinematic_model(tmp_path_factory, "plan_model", episodes=3, seconds=10.0, epochs=800, plan=True)
