@@ -37,7 +37,7 @@ def run(args) -> int:
     from pvrnn_ros.sim.arm_sim import ArmSim
     from pvrnn_ros.sim.reach import REACH_REGION, heldout_goals, synthesize_reach
     from pvrnn_ros.sim.reach_eval import (bc_training_episodes, load_reach_data, plan_horizon, run_bc, run_nearest,
-                                          run_pvrnn, summaries)
+                                          run_online, run_pvrnn, summaries)
     from pvrnn_ros.sim.scenes import scene_path
 
     from ._common import show_progress
@@ -89,16 +89,17 @@ def run(args) -> int:
               f"{policy.info['epochs']}, validation MSE {policy.info['best_val_mse']:.3g}, "
               f"{policy.info['seconds_all_candidates']:.1f} s")
     goals, labels = heldout_goals(data.region, n_goals, n_goals, seed=args.seed + 12345)
-    with _Stage(timings, "evaluate", f"4/5 reach {len(goals)} held-out goals in the sim (3 methods)"):
+    with _Stage(timings, "evaluate", f"4/5 reach {len(goals)} held-out goals in the sim (4 methods)"):
         sim = ArmSim(scene_path("arm7"))
         home = sim.positions(trained.joint_names)
         H, _ = plan_horizon(data.timing, trained.rate_hz)
         results = run_pvrnn(trained, trained.config.plan, sim, home, goals, labels, data.timing, progress=progress)
+        results += run_online(trained, trained.config.plan, sim, home, goals, labels, data.timing, progress=progress)
         results += run_nearest(data, sim, home, goals, labels, progress=progress)
         results += run_bc(policy, trained.joint_names, sim, home, goals, labels, H, trained.rate_hz, progress=progress)
         sim.close()
     summary = summaries(results)
-    train_times = {"pvrnn": pvrnn_seconds, "nearest": 0.0, "bc": policy.info["seconds_all_candidates"]}
+    train_times = {"pvrnn": pvrnn_seconds, "pvrnn_online": pvrnn_seconds, "nearest": 0.0, "bc": policy.info["seconds_all_candidates"]}
     with _Stage(timings, "report", "5/5 report"):
         timings["total"] = time.monotonic() - t_start
         report = write_report(out, results, summary, train_times, timings, trained, policy, data, epochs, args.seed)
@@ -110,13 +111,14 @@ def run(args) -> int:
     return 0
 
 
-METHOD_NAMES = {"pvrnn": "PV-RNN plan", "nearest": "nearest demo replay", "bc": "goal-conditioned BC"}
 
 
 def write_report(out: Path, results, summary, train_times, timings, trained, policy, data, epochs, seed) -> Path:
     import numpy as np
 
-    from .demo_reach_plots import plot_free_energy, plot_paths
+    from pvrnn_ros.sim.reach_eval import ONLINE_CANDIDATES, ONLINE_ITERATIONS, ONLINE_LEAD_STEPS
+
+    from .demo_reach_plots import METHOD_NAMES, plot_free_energy, plot_paths
 
     plot_paths(results, data.region, out / "reach_paths.png")
     plot_free_energy([r for r in results if r.method == "pvrnn"], out / "plan_free_energy.png")
@@ -132,7 +134,10 @@ def write_report(out: Path, results, summary, train_times, timings, trained, pol
              f"`end_effector` site measured; success = final distance <= {tol * 100:g} cm.", "",
              f"PV-RNN: {epochs} epochs; plan: {pc.iterations} Adam iterations, {pc.candidates} candidates, lr {pc.lr:g}, "
              f"goal weight {pc.goal_weight:g}, meta-prior {pc.meta_prior or 'as trained'}; horizon = the reach + hold, "
-             f"goal held from the step the reach ends. BC: MLP (joints, goal) -> next posture, hidden "
+             f"goal held from the step the reach ends. Online: the same model replanning every step in closed loop "
+             f"(warm-started, {ONLINE_ITERATIONS} iterations and {ONLINE_CANDIDATES} candidates per tick, the plan "
+             f"commanded {ONLINE_LEAD_STEPS / trained.rate_hz:g} s ahead), the goal due "
+             f"when the reach ends, counted from its arrival. BC: MLP (joints, goal) -> next posture, hidden "
              f"{policy.info['hidden']}, input joints perturbed in training (std {policy.info['state_noise']:g}, normalised), "
              f"early stopping (best epoch {policy.info['best_epoch']} of {policy.info['epochs']}). "
              f"Nearest: the demonstration whose end effector at the end of its hold is closest to the goal, "

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-METHOD_NAMES = {"pvrnn": "PV-RNN plan", "nearest": "nearest demo replay", "bc": "goal-conditioned BC"}
+METHOD_NAMES = {"pvrnn": "PV-RNN plan", "pvrnn_online": "PV-RNN online replanning", "nearest": "nearest demo replay",
+                "bc": "goal-conditioned BC"}
 
 
 def plot_paths(results, region, path: Path) -> None:

@@ -6,6 +6,11 @@ warm-started from the previous tick's adaptive vectors A shifted to the new wind
 until `past` steps are observed, then slides; a new step's A is a copy of the last one, as in
 T-GLean). A new goal keeps the warm start, so the motion turns towards it without a stop.
 
+A goal term's `from_step` counts from the goal's arrival, not from each tick: `from_step=14` at
+10 Hz asks for the goal 1.4 s after it was given and held from then on, so every tick plans to
+the same moment in time (max(0, 14 - ticks since the goal) steps ahead). A deadline that slid with
+the window would keep the goal ever out of reach; `from_step=0` asks for it at once.
+
 A goal-status state machine says how the pursuit goes:
     idle      no goal
     pursuing  planning towards the goal
@@ -24,6 +29,7 @@ estimate of it one step ahead, the plan's first step.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -156,6 +162,7 @@ class OnlinePlanner:
     def _start_pursuit(self, now: float | None) -> None:
         self.status = "pursuing"
         self._goal_since = now  # None: set at the next step
+        self._goal_t = self.t + 1  # the first tick planning for it (its from_steps count from there)
         self._best = math.inf
         self._progress_at = now
         self._within_since = None
@@ -190,7 +197,7 @@ class OnlinePlanner:
         saved = self.cfg.iterations
         self.cfg.iterations = iterations
         try:
-            plan = self.planner.plan(np.stack(self.history), self.goal, warm_start=warm)
+            plan = self.planner.plan(np.stack(self.history), self._goal_now(), warm_start=warm)
         finally:
             self.cfg.iterations = saved
         a_mu, a_ls = self.planner.last_a
@@ -201,6 +208,12 @@ class OnlinePlanner:
         plan_out = plan if self.status != "given_up" else None
         return OnlineTick(plan_out, self.status, event, errors, list(plan.goal_errors), iterations,
                           warm is not None, n)
+
+    def _goal_now(self) -> list[GoalTerm]:
+        """The goal as this tick plans it: each `from_step` counted from the goal's arrival."""
+        elapsed = self.t - self._goal_t
+        return [t if t.from_step is None or t.from_step == 0 else
+                dataclasses.replace(t, from_step=max(0, t.from_step - elapsed)) for t in self.goal]
 
     def current_errors(self, obs: np.ndarray, plan: Plan) -> list[float]:
         """Per goal term: the observed joint error (max over its joints), or the plan's first step for

@@ -140,8 +140,9 @@ PARAMS = ParamTable(NODE_NAME, [
           low=1, high=1024),
     Param("plan_lr", -1.0, "plan mode: Adam learning rate; -1 = checkpoint plan.lr", low=1e-9, high=1e3,
           special=(-1.0,), live=True),
-    Param("goal_from_step", 0, "plan mode: the goal holds from this planned step to the horizon; -1 = at the "
-          "last step only", low=0, high=10000, special=(-1,)),
+    Param("goal_from_step", 0, "plan mode: the goal is due this many steps after it arrives (counted down as "
+          "time passes) and held to the horizon; 0 = at once; -1 = at the last planned step only (e.g. 14 at 10 Hz "
+          "with lead:=0.4 for end-effector reaches)", low=0, high=10000, special=(-1,)),
     Param("goal_tolerance", 0.05, "plan mode: reached within this error (rad for joints, m for end_effector)",
           low=1e-9, high=1e6, live=True),
     Param("goal_task_tolerance", 0.2, "plan mode: a task goal is reached when its class probability is at least "

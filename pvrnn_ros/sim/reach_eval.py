@@ -8,6 +8,11 @@ the goal is measured with MuJoCo (`core.reach.reach_outcome`).
   `end_effector=x,y,z` held from the step the demonstrations end their reach until the end of their
   hold (`plan_horizon`); the chosen plan's joints are executed. A goal the planner refuses (far
   outside what the model's outputs reach) leaves the arm at home and counts as a failure.
+- "pvrnn_online": the same model replanning every model step in closed loop
+  (`core.online_plan.OnlinePlanner`, as `er_node` mode `plan` does): it reads the measured joints,
+  plans to the goal due when the demonstrations end their reach (counted from the goal's arrival)
+  with a warm start and few iterations, and commands its plan `lead_steps` ahead, which makes up
+  for the position controller's lag.
 - "nearest": the demonstration whose reached end effector is closest to the goal, replayed (its
   recorded joints over the reach and hold).
 - "bc": the goal-conditioned behaviour-cloning policy (`core.reach.fit_reach_policy`), closed loop:
@@ -26,7 +31,8 @@ from pvrnn_ros.core.reach import ReachOutcome, nearest_demonstration, reach_outc
 
 from .reach import END_EFFECTOR_SITE, REACH_REGION, ReachRegion, ReachTiming, execute_trajectory, read_target
 
-__all__ = ["ReachData", "load_reach_data", "plan_horizon", "GoalResult", "run_pvrnn", "run_nearest", "run_bc",
+__all__ = ["ReachData", "load_reach_data", "plan_horizon", "GoalResult", "run_pvrnn", "run_online", "run_nearest",
+           "run_bc",
            "bc_training_episodes", "summaries"]
 
 
@@ -124,6 +130,54 @@ def run_pvrnn(trained, plan_config, sim, home, goals, labels, timing: ReachTimin
         out.append(_result("pvrnn", g, label, ex, tolerance, secs, plan_goal_error=plan.goal_errors[0],
                            losses=plan.losses[:, plan.chosen].copy(), free_energy=dict(plan.free_energy),
                            planned_end_effector=plan.modalities.get("end_effector")))
+    return out
+
+
+# online replanning per tick, chosen on the demo's seed-0 goals (docs/results.md)
+ONLINE_ITERATIONS, ONLINE_CANDIDATES, ONLINE_LEAD_STEPS = 80, 4, 4
+
+
+def run_online(trained, plan_config, sim, home, goals, labels, timing: ReachTiming, tolerance: float = 0.03,
+               iterations_per_tick: int = ONLINE_ITERATIONS, candidates: int = ONLINE_CANDIDATES,
+               lead_steps: int = ONLINE_LEAD_STEPS, past: int = 10,
+               settle_s: float = 1.5, progress: bool = False) -> list[GoalResult]:
+    """Closed-loop replanning towards each goal for the reach and hold (H model steps), then settle.
+    The first tick plans with `plan_config.iterations`, later ones warm-started with
+    `iterations_per_tick`; `seconds` is the planning time summed over the ticks."""
+    import copy
+
+    from pvrnn_ros.core.online_plan import OnlinePlanner
+    from pvrnn_ros.core.plan import GoalError, GoalTerm
+
+    H, K = plan_horizon(timing, trained.rate_hz)
+    if not 0 <= lead_steps < H:
+        raise ValueError(f"lead_steps={lead_steps} is invalid: expected a step in 0..{H - 1}")
+    cfg = copy.deepcopy(plan_config)
+    cfg.horizon, cfg.iterations, cfg.candidates = H, int(iterations_per_tick), int(candidates)
+    joints = list(trained.joint_names)
+    out = []
+    for g, label in _progress(list(zip(goals, labels)), "online replanning", progress):
+        online = OnlinePlanner(trained, cfg, past=past, first_iterations=plan_config.iterations, give_up_s=0.0)
+        ticks: list[float] = []
+        try:
+            online.set_goal([GoalTerm("end_effector", [float(v) for v in g], from_step=K, tolerance=tolerance)])
+        except GoalError as exc:  # as run_pvrnn: a refused goal leaves the arm at home
+            ex = execute_trajectory(sim, joints, np.repeat(np.asarray(home)[None], H, 0), trained.rate_hz,
+                                    start=home, settle_s=settle_s, target=g)
+            out.append(_result("pvrnn_online", g, label, ex, tolerance, 0.0, refused=str(exc)))
+            continue
+
+        def act(q):
+            t0 = time.perf_counter()
+            tick = online.step(q)
+            ticks.append(time.perf_counter() - t0)
+            return q if tick.plan is None else tick.plan.positions[lead_steps]
+
+        ex = execute_trajectory(sim, joints, None, trained.rate_hz, start=home, settle_s=settle_s, policy=act,
+                                steps=H, target=g)
+        out.append(_result("pvrnn_online", g, label, ex, tolerance, float(np.sum(ticks)),
+                           tick_ms_median=1000 * float(np.median(ticks)), tick_ms_max=1000 * float(np.max(ticks)),
+                           status=online.status))
     return out
 
 

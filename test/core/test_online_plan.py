@@ -201,3 +201,28 @@ def test_end_effector_and_task_goals_are_measured_on_the_plan(trained_with_modal
     with pytest.raises(GoalError, match="expected one of the classes " + ", ".join(classes)):
         online.set_goal([GoalTerm("task", ["jump"])])
     assert online.goal[0].modality == "task"
+
+
+def test_goal_steps_count_from_the_goals_arrival(trained):
+    """`from_step=5` means five steps after the goal was given, the same moment at every tick, not a
+    deadline that slides with the window; a new goal restarts the count."""
+    online = _planner(trained, iterations=2, first_iterations=2)
+    seen = []
+    plan = online.planner.plan
+
+    def spy(history, goal, **kw):
+        seen.append(goal[0].from_step)
+        return plan(history, goal, **kw)
+
+    online.planner.plan = spy
+    q = _seq(trained, 0)
+    name = trained.joint_names[0]
+    online.step(q[0])  # observed before any goal: no plan
+    online.set_goal([GoalTerm("joints", [float(q[20, 0])], [name], from_step=5)])
+    for t in range(1, 9):
+        online.step(q[t])
+    online.set_goal([GoalTerm("joints", [float(q[20, 0])], [name], from_step=3)])
+    for t in range(9, 12):
+        online.step(q[t])
+    assert seen == [5, 4, 3, 2, 1, 0, 0, 0, 3, 2, 1]
+    assert online.goal[0].from_step == 3  # the goal as given is kept

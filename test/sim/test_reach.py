@@ -157,6 +157,23 @@ def test_planned_reach_to_a_heldout_goal_ends_within_tolerance_in_the_sim(reach_
     assert sum(r.outcome.success for r in results) >= 2 and np.median(errors) < 0.03
 
 
+def test_online_replanning_reaches_heldout_goals_in_closed_loop(reach_model, sim):
+    from pvrnn_ros.core.config import PlanConfig
+    from pvrnn_ros.sim.reach_eval import run_online
+
+    trained, data = reach_model
+    goals, labels = heldout_goals(n_inside=3, n_edge=0, seed=99)
+    home = sim.positions(trained.joint_names)
+    results = run_online(trained, PlanConfig(iterations=300, backend="cpu"), sim, home, goals, labels, data.timing)
+    errors = [r.outcome.final_error for r in results]
+    print("online reach final errors (cm):", [round(100 * e, 2) for e in errors],
+          "tick ms (median):", [round(r.extra["tick_ms_median"], 1) for r in results])
+    assert all(r.extra["settled"] and r.extra["status"] in ("pursuing", "reached") for r in results)
+    assert sum(r.outcome.success for r in results) >= 2 and np.median(errors) < 0.03
+    with pytest.raises(ValueError, match="lead_steps=99 is invalid"):
+        run_online(trained, PlanConfig(backend="cpu"), sim, home, goals[:1], labels[:1], data.timing, lead_steps=99)
+
+
 def test_baselines_train_and_produce_trajectories(reach_model, sim):
     from pvrnn_ros.core.baselines import BaselineSettings
     from pvrnn_ros.core.reach import fit_reach_policy, nearest_demonstration
@@ -194,10 +211,10 @@ def test_demo_task_reach_quick_writes_the_report(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--task", "reach", "--quick", "--no-progress", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
-    for method in ("PV-RNN plan", "nearest demo replay", "goal-conditioned BC"):
+    for method in ("PV-RNN plan", "PV-RNN online replanning", "nearest demo replay", "goal-conditioned BC"):
         assert method in report
     res = json.loads((out / "results.json").read_text())
-    assert {g["method"] for g in res["goals"]} == {"pvrnn", "nearest", "bc"} and len(res["goals"]) == 12
+    assert {g["method"] for g in res["goals"]} == {"pvrnn", "pvrnn_online", "nearest", "bc"} and len(res["goals"]) == 16
     assert res["training_seconds"]["pvrnn"] > 0 and res["training_seconds"]["bc"] > 0
     for g in res["goals"]:  # every figure is a distance measured in the sim
         assert 0 <= g["final_error"] < 1.0 and g["success"] == (g["final_error"] <= 0.03)
