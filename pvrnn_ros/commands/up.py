@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import time
 
 HELP = "bring up a node graph (same as a launch file) as separate processes"
@@ -52,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {p.spec.name:<18} pid {p.popen.pid:<7} params {p.spec.params}  log {p.log}")
     t0 = time.monotonic()
     code = 0
+    # Our own handlers: a shell starting us in the background sets SIGINT to ignored, and SIGTERM's
+    # default would leave the nodes running; either signal stops the whole graph.
+    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         failures = up.drive_lifecycle(timeout=args.lifecycle_timeout)
         if failures:
@@ -72,7 +76,14 @@ def run(args: argparse.Namespace) -> int:
                 break
     except KeyboardInterrupt:
         print("\nstopping ...")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     codes = up.stop()
     for name, rc in codes.items():
         print(f"  {name:<18} exit {rc}")
     return code
+
+
+def _raise_interrupt(signum, _frame):
+    raise KeyboardInterrupt

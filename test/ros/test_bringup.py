@@ -49,3 +49,35 @@ def test_demo_quick(tmp_path):
     assert "deadline misses" in report and "PV-RNN + ER" in report
     assert (out / "eval" / "metrics.json").is_file()
     assert sorted(p.name for p in (out / "bags").glob("episode_*") if p.is_dir()) == ["episode_000", "episode_001"]
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_up_stops_the_whole_graph_on_a_signal_even_started_in_the_background(tmp_path, sig):
+    """A shell's background job starts with SIGINT ignored; `up` must still stop on it, and on SIGTERM
+    (e.g. `kill`), taking its nodes down rather than leaving them running."""
+    import signal
+    import time
+
+    env, dom = _env(f"up-{sig}")
+    log_path = tmp_path / "up.log"
+    with log_path.open("wb") as log:
+        up = subprocess.Popen([sys.executable, "-m", "pvrnn_ros.cli", "up", "record_demos", "--domain-id", str(dom),
+                               "--run-dir", str(tmp_path / "run"), "-p", f"recorder_node.output_dir:={tmp_path}/bags",
+                               "--duration", "120"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 90
+        while "Ctrl-C to stop" not in log_path.read_text() and up.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "Ctrl-C to stop" in log_path.read_text(), log_path.read_text()
+        pids = [int(line.split(" pid ")[1].split()[0]) for line in log_path.read_text().splitlines() if " pid " in line]
+        assert len(pids) == 3, log_path.read_text()
+        up.send_signal(getattr(signal, sig))
+        rc = up.wait(30)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    out = log_path.read_text()
+    assert rc == 0 and "stopping ..." in out, out
+    for pid in pids:  # every node reaped, none left behind
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), pid

@@ -234,6 +234,10 @@ def test_up_plan_graph_reaches_a_goal(ros, plan_model, tmp_path):
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGINT)
-        rc = up.wait(30)
+        try:
+            rc = up.wait(30)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            raise
     assert rc == 0, (tmp_path / "up.log").read_text()
     assert os.path.getsize(tmp_path / "run" / "er_node.log") > 0
