@@ -204,7 +204,8 @@ class Bringup:
             params = (Path(self.params_dir) / spec.params) if self.params_dir else None
             f = log.open("ab")
             p = subprocess.Popen(node_command(spec, per_node[spec.name], params), stdout=f, stderr=subprocess.STDOUT,
-                                 env=self.env or ros_env(), start_new_session=True)
+                                 env=self.env or ros_env(), start_new_session=True,
+                                 preexec_fn=_die_with_parent)
             f.close()
             proc = _Proc(spec, p, log)
             self.procs.append(proc)
@@ -296,6 +297,23 @@ class Bringup:
         codes = {p.spec.name: p.popen.wait() for p in procs}
         self.procs = [p for p in self.procs if p not in procs]
         return codes
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the process that started it dies, even by SIGKILL,
+    so a killed `up` leaves no nodes driving the robot (Linux; elsewhere a no-op). The nodes run in
+    their own sessions, so nothing else would reach them."""
+    import ctypes
+    import os
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _reason_from_log(log: Path) -> str:
