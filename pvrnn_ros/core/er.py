@@ -66,7 +66,10 @@ class ERTick:
 class ErrorRegression:
     """Feed one observation at a time with `step(obs)`; see module docstring."""
 
-    def __init__(self, trained: TrainedModel, config: ERConfig | None = None, backend=None):
+    def __init__(self, trained: TrainedModel, config: ERConfig | None = None, backend=None,
+                 compiled_tick: bool = True):
+        """compiled_tick: with a backend that offers it (cpu), keep the window in the backend and run
+        each tick as one compiled call; False: build a `WindowProblem` per tick (the generic path)."""
         from pvrnn_ros.kernels import get_backend
 
         self.trained = trained
@@ -85,6 +88,8 @@ class ErrorRegression:
         self.n_dims = self.layout.n_dims
         self.dim_weights = torch.as_tensor(self.layout.dim_weights(), dtype=torch.float32, device=trained.device)
         self.generator = torch.Generator(device=trained.device)
+        open_stream = getattr(self.backend, "open_stream", None) if compiled_tick else None
+        self.stream = open_stream(self.model, self.fw, self.kl_w, self.kl_w1, self.cfg.window) if open_stream else None
         self.reset()
 
     # --------------------------------------------------------------------------------------
@@ -102,6 +107,13 @@ class ErrorRegression:
         self.next_start: State | None = None  # state after the window's first step (last pass)
         self.next_slot: tuple[torch.Tensor, torch.Tensor] | None = None  # prior pre-activations
         self.ticks = 0
+        if getattr(self, "stream", None) is not None:
+            self.stream.reset()
+
+    @property
+    def window_length(self) -> int:
+        """Observations in the window now (at most er.window)."""
+        return self.stream.n if self.stream is not None else int(self.obs.shape[0])
 
     def _append(self, obs_norm: torch.Tensor, mask: torch.Tensor) -> None:
         Z = self.model.z_total
@@ -129,6 +141,13 @@ class ErrorRegression:
 
     def normalize_observation(self, obs: np.ndarray, modalities: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(normalised data vector [D], mask [D]: the dimension's weight where observed, else 0)."""
+        norm, observed = self._normalize(obs, modalities)
+        dev = self.trained.device
+        return (torch.tensor(norm, dtype=torch.float32, device=dev),
+                torch.tensor(observed, dtype=torch.float32, device=dev) * self.dim_weights)
+
+    def _normalize(self, obs: np.ndarray, modalities: dict | None) -> tuple[np.ndarray, np.ndarray]:
+        """(normalised data vector [D], 1 where observed else 0 [D]), float64."""
         obs = np.asarray(obs, dtype=np.float64).reshape(-1)
         if obs.shape[0] != self.n_joints:
             raise ValueError(f"observation has {obs.shape[0]} values, expected {self.n_joints} "
@@ -149,15 +168,15 @@ class ErrorRegression:
         # (categorical dimensions hold class indices)
         continuous = np.asarray([k != "categorical" for k in self.model.coding.dim_kinds])
         norm = np.where(continuous, np.clip(norm, -1.5, 1.5), norm)
-        dev = self.trained.device
-        return (torch.tensor(norm, dtype=torch.float32, device=dev),
-                torch.tensor(observed, dtype=torch.float32, device=dev) * self.dim_weights)
+        return norm, observed
 
     @torch.no_grad()
     def step(self, obs: np.ndarray, modalities: dict | None = None) -> ERTick:
         """Add one observation (joints in raw units, NaN = joint missing), regress, predict.
         modalities: values of the modalities observed at this step ({"end_effector": [x, y, z],
         "task": "wave"}); any modality not given is unobserved and inferred (recognition)."""
+        if self.stream is not None:
+            return self._step_compiled(*self._normalize(obs, modalities))
         obs_norm, mask = self.normalize_observation(obs, modalities)
         self._append(obs_norm, mask)
         n = self.obs.shape[0]
@@ -197,46 +216,79 @@ class ErrorRegression:
         self.next_start = wp.first
         Z = model.z_total
         self.next_slot = (wp.prior_next[:Z], wp.prior_next[Z:])
+        return self._report(wp.raw, wp.rollout_raw, wp.free_energy, wp.kl_by_layer, wp.mu_q_last.cpu().numpy(),
+                            self.obs, self.mask, losses, K, noise is not None)
+
+    def _step_compiled(self, norm: np.ndarray, observed: np.ndarray) -> ERTick:
+        """`step` on the backend's compiled tick: the window lives in `self.stream`."""
+        cfg, stream = self.cfg, self.stream
+        weights = self.dim_weights.cpu().double().numpy()
+        n = stream.n + (stream.n < stream.window)
+        if n < cfg.window and not cfg.growing_window:
+            stream.step(norm, observed * weights, cfg.slide_init, 0, cfg.lr, False, False, None, None,
+                        cfg.horizon, regress=False)
+            return ERTick(None, None, math.nan, [math.nan] * len(self.model.z_sizes), math.nan, [], np.zeros(0), n, 0)
+        K = cfg.first_iterations if self.ticks == 0 else cfg.iterations
+        Z = self.model.z_total
+        eps = noise = None  # drawn in the generic path's order, from the same generator
+        if cfg.sample_posterior and K > 0:
+            eps = torch.randn((K, 1, n, Z), generator=self.generator, device=self.a_mu.device).double().numpy()
+        if cfg.samples > 0:
+            noise = torch.randn((cfg.samples, cfg.horizon, Z), generator=self.generator,
+                                device=self.a_mu.device).double().numpy()
+        t = stream.step(norm, observed * weights, cfg.slide_init, K, cfg.lr, cfg.adam_reset, cfg.keep_best,
+                        eps, noise, cfg.horizon)
+        self.ticks += 1
+        return self._report(torch.from_numpy(t.raw), torch.from_numpy(t.rollout_raw), t.free_energy,
+                            torch.from_numpy(t.kl_by_layer), t.mu_q_last, torch.from_numpy(stream.obs),
+                            torch.from_numpy(stream.observed), t.losses, K, noise is not None)
+
+    def _report(self, raw: torch.Tensor, rollout_raw: torch.Tensor, free_energy: float, kl_by_layer: torch.Tensor,
+                mu_q_last: np.ndarray, obs: torch.Tensor, mask: torch.Tensor, losses: np.ndarray, K: int,
+                sampled: bool) -> ERTick:
+        """The tick's report from its final pass: raw [W, O] and rollout_raw [S, P, O] output
+        pre-activations, the window's observations and mask [W, D]."""
+        model = self.model
         decode, denormalize = model.coding.decode, self.trained.normalizer.denormalize
         J = self.n_joints
-        decoded_rollouts = decode(wp.rollout_raw)  # [S, P, D]
+        decoded_rollouts = decode(rollout_raw)  # [S, P, D]
         samples = denormalize(decoded_rollouts[..., :J].cpu().double().numpy())  # [S, P, joints]
         spread = None
-        if noise is not None:
+        if sampled:
             # Monte Carlo predictive distribution: its mean is the prediction (the MSE-optimal
             # point estimate when the future branches), its std the spread
             prediction, spread = samples.mean(axis=0), samples.std(axis=0)
         else:
             prediction = samples[0]  # the prior's mean path
-        decoded = decode(wp.raw)
-        m = (self.mask[:, :J] > 0).to(decoded.dtype)  # the joints' error, normalised units
-        mse = float((((decoded[:, :J] - self.obs[:, :J]) ** 2) * m).sum() / m.sum().clamp_min(1))
-        n = self.obs.shape[0]
-        latest = wp.mu_q_last.cpu().numpy()
+        decoded = decode(raw)
+        m = (mask[:, :J] > 0).to(decoded.dtype)  # the joints' error, normalised units
+        mse = float((((decoded[:, :J] - obs[:, :J]) ** 2) * m).sum() / m.sum().clamp_min(1))
+        n = obs.shape[0]
         offsets = np.cumsum([0] + model.z_sizes)
         return ERTick(
             prediction=prediction,
             spread=spread,
             reconstruction_error=mse,
-            kl_per_layer=(wp.kl_by_layer / n).tolist(),
-            free_energy=wp.free_energy,
-            latent_means=[latest[offsets[i]:offsets[i + 1]] for i in range(len(model.z_sizes))],
+            kl_per_layer=(kl_by_layer / n).tolist(),
+            free_energy=free_energy,
+            latent_means=[mu_q_last[offsets[i]:offsets[i + 1]] for i in range(len(model.z_sizes))],
             losses=losses,
             window=n,
             iterations=K,
-            modalities=self._modality_estimates(wp, decoded, decoded_rollouts),
+            modalities=self._modality_estimates(raw, rollout_raw, mask, decoded, decoded_rollouts),
         )
 
-    def _modality_estimates(self, wp, decoded: torch.Tensor, decoded_rollouts: torch.Tensor) -> dict:
+    def _modality_estimates(self, raw: torch.Tensor, rollout_raw: torch.Tensor, mask: torch.Tensor,
+                            decoded: torch.Tensor, decoded_rollouts: torch.Tensor) -> dict:
         out = {}
         coding = self.model.coding
         for mod in self.layout.modalities:
             sl = self.layout.slice(mod.name)
-            observed = bool((self.mask[-1, sl] > 0).all())
+            observed = bool((mask[-1, sl] > 0).all())
             if mod.kind == "categorical":
-                back = min(self.cfg.recognition_lag, wp.raw.shape[0] - 1)  # er.recognition_lag
-                current = coding.probabilities(wp.raw[-1 - back], sl.start).cpu().double().numpy()
-                prediction = coding.probabilities(wp.rollout_raw, sl.start).mean(0).cpu().double().numpy()
+                back = min(self.cfg.recognition_lag, raw.shape[0] - 1)  # er.recognition_lag
+                current = coding.probabilities(raw[-1 - back], sl.start).cpu().double().numpy()
+                prediction = coding.probabilities(rollout_raw, sl.start).mean(0).cpu().double().numpy()
             else:
                 current = mod.normalizer.denormalize(decoded[-1, sl].cpu().double().numpy())
                 prediction = mod.normalizer.denormalize(decoded_rollouts[..., sl].mean(0).cpu().double().numpy())

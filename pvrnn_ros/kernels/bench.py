@@ -155,7 +155,7 @@ def _backends(names: list[str] | None):
     return out
 
 
-def run_bench(quick: bool = False, backends: list[str] | None = None, only: str = "abcdef",
+def run_bench(quick: bool = False, backends: list[str] | None = None, only: str = "abcdefkl",
               train_fast: bool = True, log=print) -> BenchResult:
     torch.set_num_threads(1)
     res = BenchResult(machine=f"{platform.processor() or platform.machine()}, {_cpu_count()} CPU cores, "
@@ -219,59 +219,107 @@ def run_bench(quick: bool = False, backends: list[str] | None = None, only: str 
                     row.speedup = ref_median / med
                 res.rows.append(row)
                 log(_fmt_row(row))
-    if "f" in only:
-        res.rows.extend(bench_engine(bks, quick, log))
+    if any(k in only for k in "fkl"):
+        res.rows.extend(bench_engine(bks, quick, log, only))
     if "e" in only:
         res.training = bench_training(quick, train_fast, log)
     return res
 
 
-def _synthetic_demos(cfg: Config, n: int = 12, steps: int = 160):
-    """n smooth 7-joint sequences (sines, a little noise) at the config's rate."""
+def _synthetic_demos(cfg: Config, n: int = 12, steps: int = 160, joints: int = 7):
+    """n smooth sequences of `joints` joints (sines, a little noise) at the config's rate."""
     from pvrnn_ros.core.data import Demonstration
 
     rng = np.random.default_rng(0)
     demos = []
     for i in range(n):
         t = np.arange(steps) / cfg.data.rate_hz
-        pos = np.stack([np.sin(0.5 * t * (1 + 0.1 * j) + i) for j in range(7)], axis=1)
+        pos = np.stack([np.sin(0.5 * t * (1 + 0.1 * j) + i) for j in range(joints)], axis=1)
         pos = pos + 0.01 * rng.standard_normal(pos.shape)
-        demos.append(Demonstration(f"seq{i}", t, pos, [f"j{j}" for j in range(7)]))
+        demos.append(Demonstration(f"seq{i}", t, pos, [f"j{j}" for j in range(joints)]))
     return demos
 
 
-def bench_engine(bks, quick: bool, log=print) -> list[Row]:
-    """(f) the whole ER tick a node runs, `ErrorRegression.step`, default config (W = K = 15,
-    then the last window pass and 16 sampled prior rollouts of 10 steps), per backend: what
-    (b) times plus everything around the K iterations."""
+@dataclass
+class EngineScenario:
+    key: str
+    title: str
+    cfg: Config
+    n_joints: int
+    reference: bool = True
+
+
+def engine_scenarios() -> list[EngineScenario]:
+    """(f) the default config's tick as a node runs it; (k), (l) the NRL-like network of (a) as a
+    whole engine tick (NRL's e_postdict setting: lr 0.1, meta-prior 0.025, the mean path) at
+    W = K = 15 and 50."""
+    out = [EngineScenario("f", "", Config(), 7)]
+    for key, wk in (("k", 15), ("l", 50)):
+        c = Config()
+        c.model = scenarios()[0].model_cfg
+        c.er.window = c.er.iterations = wk
+        c.er.first_iterations = wk
+        c.er.lr, c.er.meta_prior, c.er.samples, c.er.horizon = 0.1, [0.025, 0.025], 0, 10
+        out.append(EngineScenario(key, f"ER engine tick (ErrorRegression.step), NRL-like net of (a), W=K={wk}, "
+                                       f"lr 0.1, meta-prior 0.025, mean path x {c.er.horizon} steps", c, 16,
+                                  reference=wk <= 15))
+    cfg = out[0].cfg
+    out[0].title = (f"ER engine tick (ErrorRegression.step), default config, W={cfg.er.window} "
+                    f"K={cfg.er.iterations}, {cfg.er.samples} rollouts x {cfg.er.horizon} steps")
+    return out
+
+
+def bench_engine(bks, quick: bool, log=print, only: str = "fkl") -> list[Row]:
+    """Whole ER ticks a node runs, `ErrorRegression.step` (the K iterations plus everything
+    around them: coding, sliding the window, the last window pass, the rollouts, decoding), per
+    backend. The cpu backend twice, interleaved tick by tick on the same stream: `cpu` runs each
+    tick as one compiled call on the window it keeps (`kernels.cpu_stream`), `cpu_generic` builds
+    a `WindowProblem` per tick and calls regress and window_pass."""
     from pvrnn_ros.core.er import ErrorRegression
     from pvrnn_ros.core.train import build_model
 
-    cfg = Config()
-    demos = _synthetic_demos(cfg, n=1, steps=400)
-    trained = build_model(cfg, demos)
-    stream = demos[0].positions
-    title = (f"ER engine tick (ErrorRegression.step), default config, W={cfg.er.window} K={cfg.er.iterations}, "
-             f"{cfg.er.samples} rollouts x {cfg.er.horizon} steps")
-    rows, ref_median = [], None
-    for name, bk in bks:
-        er = ErrorRegression(trained, backend=bk)
-        slow = name == "reference"
+    rows = []
+    for sc in engine_scenarios():
+        if sc.key not in only:
+            continue
+        cfg = sc.cfg
+        demos = _synthetic_demos(cfg, n=1, steps=400, joints=sc.n_joints)
+        trained = build_model(cfg, demos)
+        stream = demos[0].positions
+        engines = []
+        for name, bk in bks:
+            if name == "reference" and not sc.reference:
+                continue
+            engines.append((name, ErrorRegression(trained, backend=bk)))
+            if name == "cpu":
+                engines.append(("cpu_generic", ErrorRegression(trained, backend=bk, compiled_tick=False)))
         warm = cfg.er.window + 2  # fill the window (and the first tick's longer K) before timing
-        n = (10 if quick else 40) if slow else (40 if quick else 300)
-        ts = []
-        for i in range(warm + n):
-            t0 = time.perf_counter()
-            er.step(stream[i % len(stream)])
-            if i >= warm:
-                ts.append((time.perf_counter() - t0) * 1e3)
-        row = Row("f", title, name, statistics.median(ts), float(np.percentile(ts, 90)), len(ts))
-        if slow:
-            ref_median = row.median_ms
-        elif ref_median:
-            row.speedup = ref_median / row.median_ms
-        rows.append(row)
-        log(_fmt_row(row))
+        times: dict[str, list[float]] = {name: [] for name, _ in engines}
+        for name, er in engines:
+            if name == "reference":  # alone: it is slow, and its figure only sets the speed-up
+                n = 10 if quick else 40
+                for i in range(warm + n):
+                    t0 = time.perf_counter()
+                    er.step(stream[i % len(stream)])
+                    if i >= warm:
+                        times[name].append((time.perf_counter() - t0) * 1e3)
+        fast = [(name, er) for name, er in engines if name != "reference"]
+        n = 40 if quick else 300
+        for i in range(warm + n):  # the fast engines tick by tick in turn: side by side
+            obs = stream[i % len(stream)]
+            for name, er in fast:
+                t0 = time.perf_counter()
+                er.step(obs)
+                if i >= warm:
+                    times[name].append((time.perf_counter() - t0) * 1e3)
+        ref_median = statistics.median(times["reference"]) if times.get("reference") else None
+        for name, _ in engines:
+            ts = times[name]
+            row = Row(sc.key, sc.title, name, statistics.median(ts), float(np.percentile(ts, 90)), len(ts))
+            if name != "reference" and ref_median:
+                row.speedup = ref_median / row.median_ms
+            rows.append(row)
+            log(_fmt_row(row))
     return rows
 
 

@@ -1254,6 +1254,12 @@ class CpuBackend:
                           first=State(back(H[1:2]), back(Dd[1:2])), end=State(back(H[W:]), back(Dd[W:])),
                           mu_q_last=back(MUQ[-1]), prior_next=back(PRE), rollout_raw=back(ROLL))
 
+    def open_stream(self, model, fw, kl_w: torch.Tensor, kl_w1: torch.Tensor, window: int):
+        """The ER engine's window kept here, each tick one compiled call (`cpu_stream.CpuStream`)."""
+        from .cpu_stream import CpuStream
+
+        return CpuStream(self, model, fw, kl_w, kl_w1, window)
+
     def loss_and_grad(self, problem: WindowProblem, a_mu: torch.Tensor, a_ls: torch.Tensor,
                       eps: torch.Tensor | None, batched: bool | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -1315,4 +1321,7 @@ def warmup() -> float:
                 if B == 1:  # the tick's last pass: mean path and sampled rollouts
                     backend.window_pass(problem, a, a, 2, None)
                     backend.window_pass(problem, a, a, 2, torch.zeros(2, 2, Z))
+    from . import cpu_stream
+
+    cpu_stream.warmup()
     return time.perf_counter() - t0

@@ -226,9 +226,9 @@ def test_er_rejects_bad_modality_input(trained_with_modalities):
         er.step([0.1, 0.2], {"task": "dance"})
     with pytest.raises(ModalityError, match="has 2 values per step, expected 3"):
         er.step([0.1, 0.2], {"end_effector": [1.0, 2.0]})
-    assert er.obs.shape[0] == 0  # nothing was appended by the bad calls
+    assert er.window_length == 0  # nothing was appended by the bad calls
     er.step([0.1, 0.2], {"task": "wave"})
-    assert er.obs.shape[0] == 1
+    assert er.window_length == 1
 
 
 def test_recognition_scores():

@@ -15,12 +15,13 @@ from pvrnn_ros.kernels.bench import format_table, run_bench, to_json  # noqa: E4
 def test_bench_quick_kernel_and_engine_cases(tmp_path):
     res = run_bench(quick=True, backends=["cpu"], only="bf", log=lambda *_: None)
     by = {(r.scenario, r.backend): r for r in res.rows}
-    assert set(by) == {("b", "reference"), ("b", "cpu"), ("f", "reference"), ("f", "cpu")}
+    assert set(by) == {("b", "reference"), ("b", "cpu"), ("f", "reference"), ("f", "cpu"), ("f", "cpu_generic")}
     for r in res.rows:
         assert r.n >= 2 and 0 < r.median_ms <= r.p90_ms and math.isfinite(r.p90_ms)
-    for case in "bf":
-        cpu, ref = by[(case, "cpu")], by[(case, "reference")]
+    for case, fast in (("b", "cpu"), ("f", "cpu"), ("f", "cpu_generic")):
+        cpu, ref = by[(case, fast)], by[(case, "reference")]
         assert ref.speedup is None and cpu.speedup == pytest.approx(ref.median_ms / cpu.median_ms)
+    assert by[("f", "cpu")].n == by[("f", "cpu_generic")].n  # interleaved on one stream
     table = format_table(res)
     assert "(f)  cpu" in table and "ErrorRegression.step" in table
     to_json(res, tmp_path / "bench.json")

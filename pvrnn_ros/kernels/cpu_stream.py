@@ -1,0 +1,222 @@
+"""The whole ER tick in one compiled call: the engine's window kept by the CPU backend.
+
+`ErrorRegression` with the `cpu` backend hands its per-tick state to a `CpuStream`: the coded
+targets and masks of the sliding window, A and its Adam moments, the state carried into the
+window, the buffers of the final pass, all preallocated numpy arrays. Once the window is full a
+tick is a single Numba call (`_stream_tick`): slide by one step, K Adam iterations on A
+(`cpu._regress_window`), the window once more at the posterior mean and the prior rollouts
+(`cpu._window_pass`), and the state carried to the next tick. Torch is left at the engine's edges
+(the random draws, decoding the outputs). While the window still grows (the first W ticks) the
+arrays are reallocated one step longer each tick, in Python.
+
+The generic path (`WindowProblem` -> `backend.regress` -> `backend.window_pass`) stays the
+definition; tests check the stream against it and the autograd reference over streams of ticks.
+"""
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import torch
+from numba import njit
+
+from . import cpu
+
+
+@njit(cache=True)
+def _shift_rows(x, new_row):
+    """x[0, :-1] = x[0, 1:]; x[0, -1] = new_row (x [1, W, ...] C-contiguous)."""
+    flat = x.reshape(x.shape[1], -1)
+    src = new_row.reshape(-1)
+    W, n = flat.shape
+    for t in range(W - 1):
+        for c in range(n):
+            flat[t, c] = flat[t + 1, c]
+    for c in range(n):
+        flat[W - 1, c] = src[c]
+
+
+@njit(cache=True)
+def _stream_tick(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
+                 h0, d0, tgt, mask, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls,
+                 slide, new_tgt, new_mask, new_mu, new_ls, next_h, next_d, zero_z,
+                 adam_reset, step0, K, lr, b1, b2, adam_eps, use_eps, eps, lmin, lmax, first_unit,
+                 softmax, offs, nbins, kl_w, kl_w1, keep_best, losses, best_mu, best_ls, best_iter,
+                 noise, use_noise, H, Dd, MUQ, RAW, KLU, PRE, ROLL):
+    """One tick. slide: drop the window's oldest step and append (new_tgt, new_mask, new_mu,
+    new_ls, zero Adam moments), starting from (next_h, next_d), the state after the old window's
+    first step. Then K iterations, keep_best, the final pass and the rollouts; next_h / next_d
+    receive the state after the new window's first step. Returns the final pass's free energy."""
+    if slide:
+        _shift_rows(tgt, new_tgt)
+        _shift_rows(mask, new_mask)
+        _shift_rows(a_mu, new_mu)
+        _shift_rows(a_ls, new_ls)
+        for m in (m_mu, v_mu, m_ls, v_ls):
+            _shift_rows(m, zero_z)
+        h0[0, :] = next_h
+        d0[0, :] = next_d
+    if adam_reset:
+        m_mu[:] = 0.0
+        v_mu[:] = 0.0
+        m_ls[:] = 0.0
+        v_ls[:] = 0.0
+    cpu._regress_window(0, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
+                        h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
+                        use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
+                        keep_best, losses, best_mu, best_ls, best_iter)
+    if keep_best and K > 0:
+        a_mu[:] = best_mu
+        a_ls[:] = best_ls
+    loss = cpu._window_pass(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
+                            h0, d0, a_mu, a_ls, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w,
+                            kl_w1, noise, use_noise, H, Dd, MUQ, RAW, KLU, PRE, ROLL)
+    next_h[:] = H[1]
+    next_d[:] = Dd[1]
+    return loss
+
+
+class StreamTick:
+    """What a compiled tick leaves for the engine (numpy; views into the stream's buffers, valid
+    until the next tick)."""
+
+    __slots__ = ("raw", "rollout_raw", "free_energy", "kl_by_layer", "mu_q_last", "losses")
+
+    def __init__(self, raw, rollout_raw, free_energy, kl_by_layer, mu_q_last, losses):
+        self.raw = raw  # [W, O] output pre-activations over the window (float32)
+        self.rollout_raw = rollout_raw  # [S, P, O]
+        self.free_energy = free_energy
+        self.kl_by_layer = kl_by_layer  # [L] summed over the window, unweighted KL / z_l
+        self.mu_q_last = mu_q_last  # [Z]
+        self.losses = losses  # [K]
+
+
+class CpuStream:
+    """An ER engine's window state as arrays, stepped one observation at a time (B = 1)."""
+
+    def __init__(self, backend, model, fw, kl_w: torch.Tensor, kl_w1: torch.Tensor, window: int):
+        self.model = model
+        self.prep = backend._cache.get(types.SimpleNamespace(fw=fw, model=model))
+        self.kl_w = cpu._np(kl_w)
+        self.kl_w1 = cpu._np(kl_w1)
+        self.window = int(window)
+        coding = model.coding
+        self.Z, self.D = model.z_total, coding.n_dims
+        self.Dsum, self.O = self.prep.W_rec.shape[0], self.prep.W_o.shape[1]
+        self.Kt = int(coding.refs.shape[1]) if self.prep.softmax else 1
+        self._coding_refs = coding.refs.double().numpy() if self.prep.softmax else None
+        self.reset()
+
+    def reset(self) -> None:
+        Z, D, Dsum = self.Z, self.D, self.Dsum
+        self.n = 0
+        self.tgt = np.zeros((1, 0, D, self.Kt))
+        self.mask = np.zeros((1, 0, D))  # for the kernels: one-class dimensions silenced
+        self.obs = np.zeros((0, D))  # normalised observations, 0 where missing
+        self.observed = np.zeros((0, D))  # the mask as observed (dimension weight where observed)
+        self.a_mu = np.zeros((1, 0, Z))
+        self.a_ls = np.zeros((1, 0, Z))
+        self.moments = [np.zeros((1, 0, Z)) for _ in range(4)]  # m_mu, v_mu, m_ls, v_ls
+        self.adam_step = 0
+        self.h0 = np.zeros((1, Dsum), np.float64)
+        self.d0 = np.zeros((1, Dsum), np.float64)
+        self.next_h = np.zeros(Dsum, np.float64)
+        self.next_d = np.zeros(Dsum, np.float64)
+        self.has_next = False  # a final pass has run: next_h / next_d / PRE hold its state
+        self.at_stream_start = True
+        self.zero_z = np.zeros(Z)
+        self._alloc_pass_buffers(0, 1, 1)
+        self._losses = {}
+        self._dummy3 = np.empty((1, 1, 1))
+
+    def _alloc_pass_buffers(self, W: int, S: int, P: int) -> None:
+        dt = self.prep.W_rec.dtype
+        self.H = np.empty((W + 1, self.Dsum), dt)
+        self.Dd = np.empty((W + 1, self.Dsum), dt)
+        self.MUQ = np.empty((W, self.Z))
+        self.RAW = np.empty((W, self.O), dt)
+        self.KLU = np.empty((W, self.Z))
+        self.PRE = np.zeros(2 * self.Z, dt)  # read (copied) at the start of the tick that reallocates
+        self.ROLL = np.empty((S, P, self.O), dt)
+
+    def code_target(self, x: np.ndarray) -> np.ndarray:
+        """One normalised observation [D] -> its target [D, Kt] (as `Coding.target`)."""
+        if not self.prep.softmax:
+            return x.reshape(self.D, 1)
+        return self.model.coding.target(torch.from_numpy(x)[None]).double().numpy()[0]
+
+    def step(self, obs_norm: np.ndarray, observed: np.ndarray, slide_init: str, K: int, lr: float,
+             adam_reset: bool, keep_best: bool, eps: np.ndarray | None, noise: np.ndarray | None,
+             horizon: int, regress: bool = True) -> StreamTick | None:
+        """Append one observation (normalised [D], and its mask [D]) and run a tick (regress=False:
+        only append, e.g. before a window that does not grow is full)."""
+        Z = self.Z
+        if self.has_next and slide_init == "prior":
+            new_mu, new_ls = self.PRE[:Z].astype(np.float64), self.PRE[Z:].astype(np.float64)
+        elif self.n > 0:
+            new_mu, new_ls = self.a_mu[0, -1].copy(), self.a_ls[0, -1].copy()
+        else:
+            new_mu = new_ls = np.zeros(Z)
+        new_tgt = self.code_target(obs_norm)
+        new_mask = observed.copy()
+        if self.prep.silent_dims:
+            new_mask[self.prep.silent_dims] = 0.0
+        slide = self.n == self.window
+        if slide:
+            self.obs[:-1] = self.obs[1:]
+            self.obs[-1] = obs_norm
+            self.observed[:-1] = self.observed[1:]
+            self.observed[-1] = observed
+            self.at_stream_start = False
+        else:  # growing: one step longer (the first W ticks only)
+            self.n += 1
+            self.tgt = np.concatenate([self.tgt, new_tgt[None, None]], 1)
+            self.mask = np.concatenate([self.mask, new_mask[None, None]], 1)
+            self.obs = np.concatenate([self.obs, obs_norm[None]])
+            self.observed = np.concatenate([self.observed, observed[None]])
+            self.a_mu = np.concatenate([self.a_mu, new_mu[None, None]], 1)
+            self.a_ls = np.concatenate([self.a_ls, new_ls[None, None]], 1)
+            self.moments = [np.concatenate([m, np.zeros((1, 1, Z))], 1) for m in self.moments]
+        if not regress:
+            return None
+        W = self.n
+        S = 1 if noise is None else noise.shape[0]
+        if self.H.shape[0] != W + 1 or self.ROLL.shape[:2] != (S, horizon):
+            self._alloc_pass_buffers(W, S, horizon)
+        if adam_reset:
+            self.adam_step = 0
+        losses = self._losses.get(K)
+        if losses is None:
+            losses = self._losses[K] = np.zeros((K, 1))
+        keep = bool(keep_best) and K > 0
+        best_mu = np.empty_like(self.a_mu) if keep else self._dummy3
+        best_ls = np.empty_like(self.a_ls) if keep else self._dummy3
+        use_eps = eps is not None and K > 0
+        p = self.prep
+        m_mu, v_mu, m_ls, v_ls = self.moments
+        loss = _stream_tick(
+            *p.weights(), self.h0, self.d0, self.tgt, self.mask, self.a_mu, self.a_ls, m_mu, v_mu, m_ls, v_ls,
+            slide, new_tgt, new_mask, new_mu, new_ls, self.next_h, self.next_d, self.zero_z,
+            bool(adam_reset), int(self.adam_step), int(K), float(lr), 0.9, 0.999, 1e-8,
+            use_eps, eps if use_eps else np.zeros((1, 1, 1, 1)), p.lmin, p.lmax, bool(self.at_stream_start),
+            p.softmax, p.offs, p.nbins, self.kl_w, self.kl_w1, keep, losses, best_mu, best_ls,
+            np.zeros(1, dtype=np.int64), noise if noise is not None else np.zeros((1, horizon, Z)),
+            noise is not None, self.H, self.Dd, self.MUQ, self.RAW, self.KLU, self.PRE, self.ROLL)
+        self.adam_step += K
+        self.has_next = True
+        z_sizes = self.model.z_sizes
+        kl_by_layer = np.add.reduceat(self.KLU.sum(0), np.cumsum([0] + z_sizes[:-1])) / np.asarray(z_sizes, float)
+        return StreamTick(self.RAW, self.ROLL, float(loss), kl_by_layer, self.MUQ[-1].copy(), losses[:, 0].copy())
+
+
+def warmup() -> None:
+    """Compile (or load) `_stream_tick`: a two-step window, one slide."""
+    from pvrnn_ros.core.config import LayerConfig, ModelConfig
+    from pvrnn_ros.core.model import PVRNN
+
+    model = PVRNN(ModelConfig(layers=[LayerConfig(d=3, z=1)], output="softmax", softmax_bins=3), 2)
+    fw = model.flat()
+    fw = type(fw)(*[None if x is None else x.detach() for x in fw])
+    stream = CpuStream(cpu.CpuBackend(), model, fw, model.kl_w, model.kl_w1, window=2)
+    for _ in range(3):
+        stream.step(np.zeros(2), np.ones(2), "prior", 1, 0.1, False, True, np.zeros((1, 1, 2, 1)), None, 2)

@@ -1,0 +1,127 @@
+"""The ER engine's compiled tick (`kernels.cpu_stream`: window kept by the CPU backend, one call per
+tick) equals the generic path (a `WindowProblem` per tick) and the autograd reference over streams
+of ticks: every field of every tick, through start-up, sliding, missing joints, modalities, live
+setting changes and resets."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+pytest.importorskip("numba")
+
+from test_backends import _tiny_trained  # noqa: E402
+
+from pvrnn_ros.core.config import ERConfig  # noqa: E402
+from pvrnn_ros.core.er import ErrorRegression  # noqa: E402
+
+
+def _engines(trained, cfg):
+    return {
+        "compiled": ErrorRegression(trained, dataclasses.replace(cfg, backend="cpu")),
+        "generic": ErrorRegression(trained, dataclasses.replace(cfg, backend="cpu"), compiled_tick=False),
+        "reference": ErrorRegression(trained, dataclasses.replace(cfg, backend="reference")),
+    }
+
+
+def _assert_ticks_equal(a, b, tol, where):
+    assert (a.prediction is None) == (b.prediction is None), where
+    assert a.window == b.window and a.iterations == b.iterations, where
+    if a.prediction is None:
+        return
+    close = dict(rtol=tol, atol=tol)
+    np.testing.assert_allclose(b.prediction, a.prediction, **close, err_msg=f"{where}: prediction")
+    assert (a.spread is None) == (b.spread is None), where
+    if a.spread is not None:
+        np.testing.assert_allclose(b.spread, a.spread, **close, err_msg=f"{where}: spread")
+    np.testing.assert_allclose(b.losses, a.losses, **close, err_msg=f"{where}: losses")
+    for key in ("reconstruction_error", "free_energy"):
+        np.testing.assert_allclose(getattr(b, key), getattr(a, key), **close, err_msg=f"{where}: {key}")
+    np.testing.assert_allclose(b.kl_per_layer, a.kl_per_layer, **close, err_msg=f"{where}: kl")
+    for la, lb in zip(a.latent_means, b.latent_means):
+        np.testing.assert_allclose(lb, la, **close, err_msg=f"{where}: latent means")
+    assert a.modalities.keys() == b.modalities.keys(), where
+    for name, ma in a.modalities.items():
+        mb = b.modalities[name]
+        assert ma.observed == mb.observed, where
+        np.testing.assert_allclose(mb.current, ma.current, **close, err_msg=f"{where}: {name} current")
+        np.testing.assert_allclose(mb.prediction, ma.prediction, **close, err_msg=f"{where}: {name} prediction")
+
+
+def _stream(n=16, joints=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.sin(np.arange(n)[:, None] * 0.3 + np.arange(joints)[None]) + 0.05 * rng.standard_normal((n, joints))
+    x[4, 1] = np.nan  # a missing joint
+    x[9] = [3.0, -3.0, 0.0][:joints]  # far outside the training range (clamped)
+    return x
+
+
+SETTINGS = {
+    "sampled": dict(sample_posterior=True, samples=4),
+    "keep_best_reset_copy": dict(keep_best=True, adam_reset=True, slide_init="copy", samples=0),
+    "no_growing": dict(growing_window=False, samples=3, first_iterations=7),
+}
+
+
+@pytest.mark.parametrize("output", ["tanh", "softmax"])
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+def test_compiled_tick_equals_generic_and_reference(output, setting):
+    trained = _tiny_trained(output)
+    cfg = ERConfig(**{"window": 6, "iterations": 5, "first_iterations": 8, **SETTINGS[setting]})
+    engines = _engines(trained, cfg)
+    runs = {name: [er.step(obs) for obs in _stream()] for name, er in engines.items()}
+    assert sum(t.prediction is not None for t in runs["compiled"]) >= 10
+    for i, (c, g, r) in enumerate(zip(runs["compiled"], runs["generic"], runs["reference"])):
+        _assert_ticks_equal(g, c, 2e-5, f"tick {i} vs generic")
+        _assert_ticks_equal(r, c, 2e-4, f"tick {i} vs reference")
+
+
+def test_live_changes_follow_the_generic_path():
+    trained = _tiny_trained("softmax")
+    engines = _engines(trained, ERConfig(window=5, iterations=4, first_iterations=6, samples=2))
+    for i, obs in enumerate(_stream(24)):
+        if i == 8:  # what er_node does on a live parameter change
+            for er in engines.values():
+                er.cfg.lr, er.cfg.iterations = 0.05, 7
+        ticks = {name: er.step(obs) for name, er in engines.items()}
+        _assert_ticks_equal(ticks["generic"], ticks["compiled"], 2e-5, f"tick {i}")
+        _assert_ticks_equal(ticks["reference"], ticks["compiled"], 2e-4, f"tick {i}")
+
+
+def test_reset_is_a_fresh_engine():
+    trained = _tiny_trained("tanh")
+    cfg = ERConfig(window=4, iterations=3, first_iterations=5, samples=2, backend="cpu")
+    used, fresh = ErrorRegression(trained, cfg), ErrorRegression(trained, cfg)
+    stream = _stream(20)
+    for obs in stream[:12]:
+        used.step(obs)
+    used.reset()
+    for i, obs in enumerate(stream[12:]):
+        _assert_ticks_equal(fresh.step(obs), used.step(obs), 0.0, f"tick {i} after reset")
+
+
+@pytest.mark.parametrize("output", ["tanh", "softmax"])
+def test_compiled_tick_with_modalities_observed_and_inferred(tmp_path, output):
+    """End effector observed on odd steps only, the task class never: masks, one-hot classes and
+    the recognition estimates as the generic path."""
+    from test.core.test_modalities import _config, _episode, _write_csvs
+
+    from pvrnn_ros.core.data import load_demonstrations
+    from pvrnn_ros.core.train import build_model
+
+    cfg = _config()
+    cfg.model.output = output
+    cfg.model.softmax_bins = 5
+    trained = build_model(cfg, load_demonstrations(_write_csvs(tmp_path), modalities=cfg.data.modalities))
+    engines = _engines(trained, ERConfig(window=5, iterations=3, first_iterations=5, samples=3))
+    _, joints, ee, _ = _episode(1)
+    for t in range(14):
+        mods = {"end_effector": ee[t]} if t % 2 else ({"task": "wave"} if t == 6 else None)
+        ticks = {name: er.step(joints[t], mods) for name, er in engines.items()}
+        assert set(ticks["compiled"].modalities) == {"end_effector", "task"}
+        _assert_ticks_equal(ticks["generic"], ticks["compiled"], 2e-5, f"tick {t}")
+        _assert_ticks_equal(ticks["reference"], ticks["compiled"], 2e-4, f"tick {t}")
