@@ -87,6 +87,9 @@ class ErrorRegression:
         self.layout = trained.layout
         self.n_dims = self.layout.n_dims
         self.dim_weights = torch.as_tensor(self.layout.dim_weights(), dtype=torch.float32, device=trained.device)
+        self._dim_weights_np = self.dim_weights.cpu().double().numpy()
+        self._continuous = np.asarray([k != "categorical" for k in self.model.coding.dim_kinds])
+        self._z_offsets = np.cumsum([0] + self.model.z_sizes)
         self.generator = torch.Generator(device=trained.device)
         open_stream = getattr(self.backend, "open_stream", None) if compiled_tick else None
         self.stream = open_stream(self.model, self.fw, self.kl_w, self.kl_w1, self.cfg.window) if open_stream else None
@@ -166,8 +169,7 @@ class ErrorRegression:
         observed = np.concatenate([finite.astype(np.float64), seen[0]])
         # far outside the training range tanh cannot reach it anyway; clamping keeps the loss bounded
         # (categorical dimensions hold class indices)
-        continuous = np.asarray([k != "categorical" for k in self.model.coding.dim_kinds])
-        norm = np.where(continuous, np.clip(norm, -1.5, 1.5), norm)
+        norm = np.where(self._continuous, np.clip(norm, -1.5, 1.5), norm)
         return norm, observed
 
     @torch.no_grad()
@@ -216,13 +218,17 @@ class ErrorRegression:
         self.next_start = wp.first
         Z = model.z_total
         self.next_slot = (wp.prior_next[:Z], wp.prior_next[Z:])
-        return self._report(wp.raw, wp.rollout_raw, wp.free_energy, wp.kl_by_layer, wp.mu_q_last.cpu().numpy(),
-                            self.obs, self.mask, losses, K, noise is not None)
+        decode = model.coding.decode
+        return self._report(wp.raw.cpu().numpy(), wp.rollout_raw.cpu().numpy(), decode(wp.raw).cpu().double().numpy(),
+                            decode(wp.rollout_raw).cpu().double().numpy(), wp.free_energy,
+                            wp.kl_by_layer.cpu().double().numpy(), wp.mu_q_last.cpu().numpy(),
+                            self.obs.cpu().double().numpy(), self.mask.cpu().double().numpy(), losses, K,
+                            noise is not None)
 
     def _step_compiled(self, norm: np.ndarray, observed: np.ndarray) -> ERTick:
         """`step` on the backend's compiled tick: the window lives in `self.stream`."""
         cfg, stream = self.cfg, self.stream
-        weights = self.dim_weights.cpu().double().numpy()
+        weights = self._dim_weights_np
         n = stream.n + (stream.n < stream.window)
         if n < cfg.window and not cfg.growing_window:
             stream.step(norm, observed * weights, cfg.slide_init, 0, cfg.lr, False, False, None, None,
@@ -239,20 +245,18 @@ class ErrorRegression:
         t = stream.step(norm, observed * weights, cfg.slide_init, K, cfg.lr, cfg.adam_reset, cfg.keep_best,
                         eps, noise, cfg.horizon)
         self.ticks += 1
-        return self._report(torch.from_numpy(t.raw), torch.from_numpy(t.rollout_raw), t.free_energy,
-                            torch.from_numpy(t.kl_by_layer), t.mu_q_last, torch.from_numpy(stream.obs),
-                            torch.from_numpy(stream.observed), t.losses, K, noise is not None)
+        return self._report(t.raw, t.rollout_raw, t.decoded, t.decoded_rollouts, t.free_energy, t.kl_by_layer,
+                            t.mu_q_last, stream.obs, stream.observed, t.losses, K, noise is not None)
 
-    def _report(self, raw: torch.Tensor, rollout_raw: torch.Tensor, free_energy: float, kl_by_layer: torch.Tensor,
-                mu_q_last: np.ndarray, obs: torch.Tensor, mask: torch.Tensor, losses: np.ndarray, K: int,
-                sampled: bool) -> ERTick:
-        """The tick's report from its final pass: raw [W, O] and rollout_raw [S, P, O] output
-        pre-activations, the window's observations and mask [W, D]."""
+    def _report(self, raw: np.ndarray, rollout_raw: np.ndarray, decoded: np.ndarray, decoded_rollouts: np.ndarray,
+                free_energy: float, kl_by_layer: np.ndarray, mu_q_last: np.ndarray, obs: np.ndarray,
+                mask: np.ndarray, losses: np.ndarray, K: int, sampled: bool) -> ERTick:
+        """The tick's report from its final pass (numpy): raw [W, O] and rollout_raw [S, P, O]
+        output pre-activations, decoded [W, D] and decoded_rollouts [S, P, D] (normalised), the
+        window's observations and mask [W, D]."""
         model = self.model
-        decode, denormalize = model.coding.decode, self.trained.normalizer.denormalize
         J = self.n_joints
-        decoded_rollouts = decode(rollout_raw)  # [S, P, D]
-        samples = denormalize(decoded_rollouts[..., :J].cpu().double().numpy())  # [S, P, joints]
+        samples = self.trained.normalizer.denormalize(decoded_rollouts[..., :J])  # [S, P, joints]
         spread = None
         if sampled:
             # Monte Carlo predictive distribution: its mean is the prediction (the MSE-optimal
@@ -260,11 +264,10 @@ class ErrorRegression:
             prediction, spread = samples.mean(axis=0), samples.std(axis=0)
         else:
             prediction = samples[0]  # the prior's mean path
-        decoded = decode(raw)
-        m = (mask[:, :J] > 0).to(decoded.dtype)  # the joints' error, normalised units
-        mse = float((((decoded[:, :J] - obs[:, :J]) ** 2) * m).sum() / m.sum().clamp_min(1))
+        m = mask[:, :J] > 0  # the joints' error, normalised units
+        mse = float(np.where(m, (decoded[:, :J] - obs[:, :J]) ** 2, 0.0).sum() / max(1, int(m.sum())))
         n = obs.shape[0]
-        offsets = np.cumsum([0] + model.z_sizes)
+        offsets = self._z_offsets
         return ERTick(
             prediction=prediction,
             spread=spread,
@@ -278,19 +281,33 @@ class ErrorRegression:
             modalities=self._modality_estimates(raw, rollout_raw, mask, decoded, decoded_rollouts),
         )
 
-    def _modality_estimates(self, raw: torch.Tensor, rollout_raw: torch.Tensor, mask: torch.Tensor,
-                            decoded: torch.Tensor, decoded_rollouts: torch.Tensor) -> dict:
+    def _modality_estimates(self, raw: np.ndarray, rollout_raw: np.ndarray, mask: np.ndarray,
+                            decoded: np.ndarray, decoded_rollouts: np.ndarray) -> dict:
         out = {}
-        coding = self.model.coding
         for mod in self.layout.modalities:
             sl = self.layout.slice(mod.name)
             observed = bool((mask[-1, sl] > 0).all())
             if mod.kind == "categorical":
                 back = min(self.cfg.recognition_lag, raw.shape[0] - 1)  # er.recognition_lag
-                current = coding.probabilities(raw[-1 - back], sl.start).cpu().double().numpy()
-                prediction = coding.probabilities(rollout_raw, sl.start).mean(0).cpu().double().numpy()
+                units = self._class_units(sl.start)
+                current = _softmax(raw[-1 - back, units])
+                prediction = _softmax(rollout_raw[..., units]).mean(0)
             else:
-                current = mod.normalizer.denormalize(decoded[-1, sl].cpu().double().numpy())
-                prediction = mod.normalizer.denormalize(decoded_rollouts[..., sl].mean(0).cpu().double().numpy())
+                current = mod.normalizer.denormalize(decoded[-1, sl])
+                prediction = mod.normalizer.denormalize(decoded_rollouts[..., sl].mean(0))
             out[mod.name] = ModalityEstimate(mod.name, mod.kind, list(mod.components), current, prediction, observed)
         return out
+
+    def _class_units(self, dim: int) -> slice:
+        """The output units of categorical data dimension `dim`."""
+        coding = self.model.coding
+        if coding.kind == "tanh" or coding.dim_kinds[dim] != "categorical":
+            raise ValueError(f"output dimension {dim} is {coding.dim_kinds[dim]!r}, not categorical")
+        off = int(coding.index[dim, 0])
+        return slice(off, off + coding.bins[dim])
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, in float64."""
+    e = np.exp(x.astype(np.float64) - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)

@@ -14,6 +14,7 @@ definition; tests check the stream against it and the autograd reference over st
 """
 from __future__ import annotations
 
+import math
 import types
 
 import numpy as np
@@ -76,15 +77,78 @@ def _stream_tick(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
     return loss
 
 
+# data dimension kinds, as the kernels see them
+_SOFTMAX, _TANH, _CATEGORICAL = 0, 1, 2
+
+
+@njit(cache=True)
+def _encode_row(x, kinds, nbins, refs, sigma, out):
+    """`Coding.target` of one normalised observation x [D] into out [D, Kt]: a softmax dimension's
+    Gaussian soft code over its bins, a tanh dimension's value in bin 0, a categorical one's one-hot."""
+    D, Kt = out.shape
+    for j in range(D):
+        v = x[j] if math.isfinite(x[j]) else 0.0
+        for k in range(Kt):
+            out[j, k] = 0.0
+        if kinds[j] == _TANH:
+            out[j, 0] = v
+        elif kinds[j] == _CATEGORICAL:
+            c = int(np.rint(v))
+            if 0 <= c < nbins[j]:
+                out[j, c] = 1.0
+        else:
+            top = -np.inf
+            for k in range(nbins[j]):
+                e = -((v - refs[j, k]) ** 2) / (2.0 * sigma[j] ** 2)
+                out[j, k] = e
+                top = max(top, e)
+            total = 0.0
+            for k in range(nbins[j]):
+                out[j, k] = math.exp(out[j, k] - top)
+                total += out[j, k]
+            for k in range(nbins[j]):
+                out[j, k] /= total
+
+
+@njit(cache=True)
+def _decode_rows(raw, kinds, offs, nbins, refs, out):
+    """`Coding.decode` of raw [N, O] into out [N, D]: a softmax dimension's expected bin value,
+    a tanh one's tanh, a categorical one's most probable class (the first, on ties)."""
+    N, D = out.shape
+    for r in range(N):
+        for j in range(D):
+            o = offs[j]
+            if kinds[j] == _TANH:
+                out[r, j] = math.tanh(raw[r, o])
+                continue
+            best, arg = -np.inf, 0
+            for k in range(nbins[j]):
+                if raw[r, o + k] > best:
+                    best, arg = raw[r, o + k], k
+            if kinds[j] == _CATEGORICAL:
+                out[r, j] = arg
+                continue
+            total = 0.0
+            value = 0.0
+            for k in range(nbins[j]):
+                e = math.exp(raw[r, o + k] - best)
+                total += e
+                value += e * refs[j, k]
+            out[r, j] = value / total
+
+
 class StreamTick:
     """What a compiled tick leaves for the engine (numpy; views into the stream's buffers, valid
     until the next tick)."""
 
-    __slots__ = ("raw", "rollout_raw", "free_energy", "kl_by_layer", "mu_q_last", "losses")
+    __slots__ = ("raw", "rollout_raw", "decoded", "decoded_rollouts", "free_energy", "kl_by_layer", "mu_q_last",
+                 "losses")
 
-    def __init__(self, raw, rollout_raw, free_energy, kl_by_layer, mu_q_last, losses):
+    def __init__(self, raw, rollout_raw, decoded, decoded_rollouts, free_energy, kl_by_layer, mu_q_last, losses):
         self.raw = raw  # [W, O] output pre-activations over the window (float32)
         self.rollout_raw = rollout_raw  # [S, P, O]
+        self.decoded = decoded  # [W, D] normalised values (float64)
+        self.decoded_rollouts = decoded_rollouts  # [S, P, D]
         self.free_energy = free_energy
         self.kl_by_layer = kl_by_layer  # [L] summed over the window, unweighted KL / z_l
         self.mu_q_last = mu_q_last  # [Z]
@@ -104,7 +168,17 @@ class CpuStream:
         self.Z, self.D = model.z_total, coding.n_dims
         self.Dsum, self.O = self.prep.W_rec.shape[0], self.prep.W_o.shape[1]
         self.Kt = int(coding.refs.shape[1]) if self.prep.softmax else 1
-        self._coding_refs = coding.refs.double().numpy() if self.prep.softmax else None
+        code = {"softmax": _SOFTMAX, "tanh": _TANH, "categorical": _CATEGORICAL}
+        self.kinds = np.asarray([code[k] for k in coding.dim_kinds], dtype=np.int64)
+        if self.prep.softmax:
+            self.refs = coding.refs.double().numpy()
+            self.sigma = coding.sigma.double().numpy()[:, 0].copy()
+        else:
+            self.refs, self.sigma = np.zeros((self.D, 1)), np.ones(self.D)
+        # the first output unit of each data dimension (the kernels' offs are 0 for a tanh output)
+        self.units = self.prep.offs if self.prep.softmax else np.arange(self.D, dtype=np.int64)
+        self._z_sizes = np.asarray(model.z_sizes, dtype=np.float64)
+        self._layer_starts = np.cumsum([0] + list(model.z_sizes[:-1]))
         self.reset()
 
     def reset(self) -> None:
@@ -142,8 +216,10 @@ class CpuStream:
     def code_target(self, x: np.ndarray) -> np.ndarray:
         """One normalised observation [D] -> its target [D, Kt] (as `Coding.target`)."""
         if not self.prep.softmax:
-            return x.reshape(self.D, 1)
-        return self.model.coding.target(torch.from_numpy(x)[None]).double().numpy()[0]
+            return x.reshape(self.D, 1).copy()
+        out = np.empty((self.D, self.Kt))
+        _encode_row(x, self.kinds, self.prep.nbins, self.refs, self.sigma, out)
+        return out
 
     def step(self, obs_norm: np.ndarray, observed: np.ndarray, slide_init: str, K: int, lr: float,
              adam_reset: bool, keep_best: bool, eps: np.ndarray | None, noise: np.ndarray | None,
@@ -204,9 +280,14 @@ class CpuStream:
             noise is not None, self.H, self.Dd, self.MUQ, self.RAW, self.KLU, self.PRE, self.ROLL)
         self.adam_step += K
         self.has_next = True
-        z_sizes = self.model.z_sizes
-        kl_by_layer = np.add.reduceat(self.KLU.sum(0), np.cumsum([0] + z_sizes[:-1])) / np.asarray(z_sizes, float)
-        return StreamTick(self.RAW, self.ROLL, float(loss), kl_by_layer, self.MUQ[-1].copy(), losses[:, 0].copy())
+        kl_by_layer = np.add.reduceat(self.KLU.sum(0), self._layer_starts) / self._z_sizes
+        decoded = np.empty((W, self.D))
+        decoded_rollouts = np.empty((S, horizon, self.D))
+        _decode_rows(self.RAW, self.kinds, self.units, p.nbins, self.refs, decoded)
+        _decode_rows(self.ROLL.reshape(S * horizon, self.O), self.kinds, self.units, p.nbins, self.refs,
+                     decoded_rollouts.reshape(S * horizon, self.D))
+        return StreamTick(self.RAW, self.ROLL, decoded, decoded_rollouts, float(loss), kl_by_layer,
+                          self.MUQ[-1].copy(), losses[:, 0].copy())
 
 
 def warmup() -> None:
