@@ -4,7 +4,7 @@
 targets and masks of the sliding window, A and its Adam moments, the state carried into the
 window, the buffers of the final pass, all preallocated numpy arrays. Once the window is full a
 tick is a single Numba call (`_stream_tick`): slide by one step, K Adam iterations on A
-(`cpu._regress_window`), the window once more at the posterior mean and the prior rollouts
+(`cpu._regress_batch` at B = 1), the window once more at the posterior mean and the prior rollouts
 (`cpu._window_pass`), and the state carried to the next tick. Torch is left at the engine's edges
 (the random draws, decoding the outputs). While the window still grows (the first W ticks) the
 arrays are reallocated one step longer each tick, in Python.
@@ -39,12 +39,12 @@ def _shift_rows(x, new_row):
 
 @njit(cache=True)
 def _stream_tick(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
-                 h0, d0, tgt, mask, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls,
+                 W_cat, b_cat, M1, M2, W_oT, h0, d0, tgt, mask, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls,
                  slide, new_tgt, new_mask, new_mu, new_ls, next_h, next_d, zero_z,
                  adam_reset, step0, K, lr, b1, b2, adam_eps, use_eps, eps, lmin, lmax, first_unit,
                  softmax, offs, nbins, kl_w, kl_w1, keep_best, losses, best_mu, best_ls, best_iter,
                  noise, use_noise, H, Dd, MUQ, RAW, KLU, PRE, ROLL):
-    """One tick. slide: drop the window's oldest step and append (new_tgt, new_mask, new_mu,
+    """One tick (weights: `_Prepared.weights()` then the batched kernels' W_cat, b_cat, M1, M2, W_oT). slide: drop the window's oldest step and append (new_tgt, new_mask, new_mu,
     new_ls, zero Adam moments), starting from (next_h, next_d), the state after the old window's
     first step. Then K iterations, keep_best, the final pass and the rollouts; next_h / next_d
     receive the state after the new window's first step. Returns the final pass's free energy."""
@@ -62,10 +62,10 @@ def _stream_tick(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
         v_mu[:] = 0.0
         m_ls[:] = 0.0
         v_ls[:] = 0.0
-    cpu._regress_window(0, W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
-                        h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
-                        use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
-                        keep_best, losses, best_mu, best_ls, best_iter)
+    cpu._regress_batch(0, 1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, has_q,
+                       h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
+                       use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
+                       keep_best, losses, best_mu, best_ls, best_iter)
     if keep_best and K > 0:
         a_mu[:] = best_mu
         a_ls[:] = best_ls
@@ -271,7 +271,7 @@ class CpuStream:
         p = self.prep
         m_mu, v_mu, m_ls, v_ls = self.moments
         loss = _stream_tick(
-            *p.weights(), self.h0, self.d0, self.tgt, self.mask, self.a_mu, self.a_ls, m_mu, v_mu, m_ls, v_ls,
+            *p.weights(), p.W_cat, p.b_cat, p.M1, p.M2, p.W_oT, self.h0, self.d0, self.tgt, self.mask, self.a_mu, self.a_ls, m_mu, v_mu, m_ls, v_ls,
             slide, new_tgt, new_mask, new_mu, new_ls, self.next_h, self.next_d, self.zero_z,
             bool(adam_reset), int(self.adam_step), int(K), float(lr), 0.9, 0.999, 1e-8,
             use_eps, eps if use_eps else np.zeros((1, 1, 1, 1)), p.lmin, p.lmax, bool(self.at_stream_start),

@@ -1,7 +1,7 @@
 """The CPU backend's batched path (B > 1 windows advancing together, matrix-matrix products)
 against the autograd reference at awkward sizes, mixed codings and weighted masks: the forward
 losses, the hand-derived gradients, A and the Adam moments after K steps; and window b's result
-equals running window b alone (the one-window kernels), whatever the grouping over threads."""
+equals running window b alone (B = 1), whatever the grouping over threads."""
 from __future__ import annotations
 
 import dataclasses
@@ -86,8 +86,8 @@ def test_batched_gradient_matches_autograd(B, output, extra, use_eps):
 
 @pytest.mark.parametrize("B", BATCHES)
 def test_batched_window_equals_window_alone(B):
-    """Window b's losses, A and moments from the batched kernels equal the one-window kernels run
-    on window b alone; threads over groups of windows change nothing."""
+    """Window b's losses, A and moments from the batched kernels equal window b run alone (B = 1);
+    threads over groups of windows change nothing."""
     model = _model("softmax", "cat5+ee1+cat2", seed=50 + B)
     problem, a_mu, a_ls, adam = random_problem(model, B=B, W=10, K=6, use_eps=True, keep_best=True, seed=B,
                                                weighted=True)
