@@ -11,7 +11,8 @@ DESCRIPTION = (
     "(the same the launch files use), each as `python -m pvrnn_ros.ros.<node> --ros-args --params-file ...`, "
     "logging to RUN_DIR/<node>.log. Managed nodes (er_node, recorder_node) start with autostart:=false and "
     "are then configured and activated through their lifecycle services, as the launch files do; if one "
-    "fails, its reason is printed and the graph stops. Ctrl-C stops them all (SIGINT, then SIGTERM, then SIGKILL). "
+    "fails, its reason is printed and the graph stops. Ctrl-C or SIGTERM stops them all (SIGINT, then SIGTERM, "
+    "then SIGKILL), also when `up` runs as a background job; if `up` itself is killed, its nodes get SIGTERM. "
     "Overrides: NODE.PARAM:=VALUE for one node, PARAM:=VALUE for all, e.g. "
     "`pvrnn-ros up imitate -p er_node.model_path:=runs/demo/model/model.pt`."
 )
