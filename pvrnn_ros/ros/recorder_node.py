@@ -162,6 +162,14 @@ class RecorderNode(LifecycleNode):
         self.exit_when_done = bool(p["exit_when_done"])
         self.flush_period = float(p["flush_period"])
         self.episode_index = self._first_free_index()
+        # the bag writer's imports and type store take ~0.25 s the first time: pay it here, not in
+        # the first episode's start, which would block the executor while /clock runs on and so
+        # start the episode's duration from a stale sim time (a short first episode)
+        import rosbags.rosbag2.storage_mcap  # noqa: F401
+        from rosbags.rosbag2 import Writer  # noqa: F401
+        from rosbags.typesys import Stores, get_typestore
+
+        get_typestore(Stores.ROS2_KILTED)
         self.configured = True
         self.get_logger().info(f"configured: recording {self.topics} to {self.output_dir} ({self.storage})")
         return TransitionCallbackReturn.SUCCESS
