@@ -238,10 +238,10 @@ class ErrorRegression:
         Z = self.model.z_total
         eps = noise = None  # drawn in the generic path's order, from the same generator
         if cfg.sample_posterior and K > 0:
-            eps = torch.randn((K, 1, n, Z), generator=self.generator, device=self.a_mu.device).double().numpy()
+            eps = torch.randn((K, 1, n, Z), generator=self.generator, device=self.trained.device).double().numpy()
         if cfg.samples > 0:
             noise = torch.randn((cfg.samples, cfg.horizon, Z), generator=self.generator,
-                                device=self.a_mu.device).double().numpy()
+                                device=self.trained.device).double().numpy()
         t = stream.step(norm, observed * weights, cfg.slide_init, K, cfg.lr, cfg.adam_reset, cfg.keep_best,
                         eps, noise, cfg.horizon)
         self.ticks += 1

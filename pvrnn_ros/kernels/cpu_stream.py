@@ -5,8 +5,8 @@ targets and masks of the sliding window, A and its Adam moments, the state carri
 window, the buffers of the final pass, all preallocated numpy arrays. Once the window is full a
 tick is a single Numba call (`_stream_tick`): slide by one step, K Adam iterations on A
 (`cpu._regress_batch` at B = 1), the window once more at the posterior mean and the prior rollouts
-(`cpu._window_pass`), and the state carried to the next tick. Torch is left at the engine's edges
-(the random draws, decoding the outputs). While the window still grows (the first W ticks) the
+(`cpu._window_pass`), and the state carried to the next tick. Coding the new target and decoding
+the outputs are compiled too; torch is left only for the random draws. While the window still grows (the first W ticks) the
 arrays are reallocated one step longer each tick, in Python.
 
 The generic path (`WindowProblem` -> `backend.regress` -> `backend.window_pass`) stays the
@@ -44,8 +44,9 @@ def _stream_tick(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
                  adam_reset, step0, K, lr, b1, b2, adam_eps, use_eps, eps, lmin, lmax, first_unit,
                  softmax, offs, nbins, kl_w, kl_w1, keep_best, losses, best_mu, best_ls, best_iter,
                  noise, use_noise, H, Dd, MUQ, RAW, KLU, PRE, ROLL):
-    """One tick (weights: `_Prepared.weights()` then the batched kernels' W_cat, b_cat, M1, M2, W_oT). slide: drop the window's oldest step and append (new_tgt, new_mask, new_mu,
-    new_ls, zero Adam moments), starting from (next_h, next_d), the state after the old window's
+    """One tick (weights: `_Prepared.weights()`, then the batched kernels' W_cat, b_cat, M1, M2,
+    W_oT). slide: drop the window's oldest step and append (new_tgt, new_mask, new_mu, new_ls, zero
+    Adam moments), starting from (next_h, next_d), the state after the old window's
     first step. Then K iterations, keep_best, the final pass and the rollouts; next_h / next_d
     receive the state after the new window's first step. Returns the final pass's free energy."""
     if slide:
