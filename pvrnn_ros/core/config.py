@@ -171,6 +171,11 @@ class ERConfig:
     meta_prior_scale: float = 0.2  # ER-time w as a fraction of the training w (when meta_prior is None)
     adam_reset: bool = False  # True: fresh Adam moments every tick; False: persistent, slid with A
     keep_best: bool = False  # keep the iterate with the lowest loss instead of the last
+    # several hypotheses per tick: the carried A plus hypotheses-1 copies perturbed by N(0, spread^2)
+    # on A's mean part, regressed together (one batched backend call); the lowest free energy wins
+    # and is carried. Escapes a fit stuck on the last primitive after a switch; costs ~B x compute
+    hypotheses: int = 1
+    hypothesis_spread: float = 1.0
     growing_window: bool = True  # at start-up, regress on the observations so far (< W)
     horizon: int = 10  # P: prior steps predicted after the window
     samples: int = 16  # prior rollouts: prediction = their mean, spread = their std; 0 = the mean path only
@@ -190,6 +195,10 @@ class ERConfig:
         _require(self.horizon >= 1, f"{key}.horizon", self.horizon, "an integer >= 1")
         _require(self.meta_prior_scale >= 0 and math.isfinite(self.meta_prior_scale), f"{key}.meta_prior_scale",
                  self.meta_prior_scale, "a finite factor >= 0")
+        _require(isinstance(self.hypotheses, int) and self.hypotheses >= 1, f"{key}.hypotheses", self.hypotheses,
+                 "an integer >= 1")
+        _require(self.hypothesis_spread >= 0 and math.isfinite(self.hypothesis_spread), f"{key}.hypothesis_spread",
+                 self.hypothesis_spread, "a finite std >= 0")
         _require(self.samples >= 0, f"{key}.samples", self.samples, "an integer >= 0")
         _require(self.recognition_lag >= 0, f"{key}.recognition_lag", self.recognition_lag, "an integer >= 0")
         _require(self.slide_init in ("prior", "copy"), f"{key}.slide_init", self.slide_init, "'prior' or 'copy'")

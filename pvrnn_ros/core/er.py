@@ -9,6 +9,7 @@ Triton) so faster backends replace that function without touching this engine.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -56,6 +57,8 @@ class ERTick:
     window: int  # observations in the window
     iterations: int
     modalities: dict[str, ModalityEstimate] = field(default_factory=dict)  # beside the joints
+    hypothesis: int = 0  # the winning hypothesis (0 = the carried A; er.hypotheses > 1)
+    hypothesis_losses: np.ndarray | None = None  # [hypotheses] the free energy each was chosen by
 
     @property
     def recognition(self) -> dict[str, np.ndarray]:
@@ -91,7 +94,8 @@ class ErrorRegression:
         self._continuous = np.asarray([k != "categorical" for k in self.model.coding.dim_kinds])
         self._z_offsets = np.cumsum([0] + self.model.z_sizes)
         self.generator = torch.Generator(device=trained.device)
-        open_stream = getattr(self.backend, "open_stream", None) if compiled_tick else None
+        # the compiled stream holds one window; several hypotheses run as a batch on the generic path
+        open_stream = getattr(self.backend, "open_stream", None) if compiled_tick and self.cfg.hypotheses == 1 else None
         self.stream = open_stream(self.model, self.fw, self.kl_w, self.kl_w1, self.cfg.window) if open_stream else None
         self.reset()
 
@@ -198,14 +202,52 @@ class ErrorRegression:
             kl_w=self.kl_w, kl_w1=self.kl_w1, first_is_unit_prior=self.at_stream_start,
             eps=eps, lr=cfg.lr, iterations=K, keep_best=cfg.keep_best,
         )
-        if K > 0:
+        chosen, hypothesis_losses = 0, None
+        if K > 0 and cfg.hypotheses > 1:
+            losses, chosen, hypothesis_losses = self._regress_hypotheses(problem)
+        elif K > 0:
             result = self.backend.regress(problem, self.a_mu, self.a_ls, self.adam)
             self.a_mu, self.a_ls, self.adam = result.a_mu, result.a_ls, result.adam
             losses = result.losses[:, 0].cpu().numpy()
         else:
             losses = np.zeros(0)
         self.ticks += 1
-        return self._final_pass(problem, losses, K)
+        tick = self._final_pass(problem, losses, K)
+        tick.hypothesis, tick.hypothesis_losses = chosen, hypothesis_losses
+        return tick
+
+    def _regress_hypotheses(self, problem: WindowProblem) -> tuple[np.ndarray, int, np.ndarray]:
+        """Regress the carried A and er.hypotheses - 1 perturbed copies as one batch of windows
+        (same targets, same carried state, copies of the Adam moments); keep the one with the lowest
+        free energy. Returns (its losses [K], its index, every hypothesis's choosing loss)."""
+        cfg = self.cfg
+        n_hyp, K = cfg.hypotheses, problem.iterations
+        _, n, Z = self.a_mu.shape
+        dev = self.a_mu.device
+        perturb = torch.randn((n_hyp - 1, n, Z), generator=self.generator, device=dev) * cfg.hypothesis_spread
+        a_mu = torch.cat([self.a_mu, self.a_mu + perturb])
+        a_ls = self.a_ls.expand(n_hyp, -1, -1).contiguous()
+
+        def rep(x: torch.Tensor) -> torch.Tensor:
+            return x.expand(n_hyp, *x.shape[1:]).contiguous()
+
+        ad = self.adam
+        adam = AdamState(rep(ad.m_mu), rep(ad.v_mu), rep(ad.m_ls), rep(ad.v_ls), ad.step)
+        eps = None
+        if problem.eps is not None:  # independent posterior noise per hypothesis
+            eps = torch.cat([problem.eps, torch.randn((K, n_hyp - 1, n, Z), generator=self.generator, device=dev)], 1)
+        batch = dataclasses.replace(problem, h0=rep(problem.h0), d0=rep(problem.d0), target=rep(problem.target),
+                                    joint_mask=rep(problem.joint_mask), eps=eps)
+        result = self.backend.regress(batch, a_mu, a_ls, adam)
+        losses = result.losses.cpu().double().numpy()  # [K, hypotheses]
+        # without keep_best the returned A is one update past the last loss; that loss stands for it
+        score = losses.min(axis=0) if cfg.keep_best else losses[-1]
+        best = int(np.argmin(np.where(np.isfinite(score), score, np.inf)))
+        pick = slice(best, best + 1)
+        self.a_mu, self.a_ls = result.a_mu[pick], result.a_ls[pick]
+        r = result.adam
+        self.adam = AdamState(r.m_mu[pick], r.v_mu[pick], r.m_ls[pick], r.v_ls[pick], r.step)
+        return losses[:, best], best, score
 
     def _final_pass(self, problem: WindowProblem, losses: np.ndarray, K: int) -> ERTick:
         model, cfg = self.model, self.cfg

@@ -155,3 +155,58 @@ def test_evaluate_against_baselines(trained, tmp_path):
     for png in ("error_vs_horizon.png", "ep500_prediction.png", "ep500_free_energy.png"):
         assert (tmp_path / png).stat().st_size > 5000
     assert "| PV-RNN + ER |" in (tmp_path / "metrics.md").read_text()
+
+
+def test_hypotheses_with_no_spread_are_the_single_hypothesis_engine(trained):
+    obs = primitive_demos(1, 410)[0].positions[:30]
+    base = dict(window=8, iterations=5, first_iterations=10, horizon=5, samples=0, backend="reference")
+    one = ErrorRegression(trained, ERConfig(**base))
+    three = ErrorRegression(trained, ERConfig(**base, hypotheses=3, hypothesis_spread=0.0))
+    for x in obs:
+        a, b = one.step(x), three.step(x)
+        np.testing.assert_allclose(b.prediction, a.prediction, rtol=1e-4, atol=2e-5)  # float32 batched vs single
+        np.testing.assert_allclose(b.losses, a.losses, rtol=1e-4, atol=1e-6)
+        assert b.hypothesis_losses.shape == (3,) and np.ptp(b.hypothesis_losses) < 1e-6 * abs(b.losses[-1])
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_hypotheses_keep_the_carried_fit_as_one_and_pick_the_lowest(trained, backend):
+    """Hypothesis 0 is exactly what the one-hypothesis engine computes from the same state; the
+    winner is the lowest free energy, and after a jump to another demonstration some perturbed
+    hypothesis wins."""
+    import copy
+
+    a, b = primitive_demos(2, 420)
+    stream = np.vstack([a.positions[:40], b.positions[50:80]])
+    cfg = ERConfig(window=10, iterations=8, first_iterations=20, horizon=5, samples=0, backend=backend,
+                   sample_posterior=True)
+    single = ErrorRegression(trained, cfg, compiled_tick=False)
+    wins = []
+    for t, x in enumerate(stream):
+        if t >= 12:
+            multi = copy.deepcopy(single)
+            multi.cfg.hypotheses, multi.cfg.hypothesis_spread = 4, 1.0
+            m = multi.step(x)
+            s = single.step(x)  # same generator state: hypothesis 0 drew the same posterior noise
+            np.testing.assert_allclose(m.hypothesis_losses[0], s.losses[-1], rtol=1e-5)
+            assert m.hypothesis_losses[m.hypothesis] == m.hypothesis_losses.min()
+            np.testing.assert_allclose(m.losses[-1], m.hypothesis_losses.min(), rtol=1e-12)
+            assert m.hypothesis_losses.min() <= s.losses[-1] * (1 + 1e-6)
+            wins.append(m.hypothesis)
+        else:
+            single.step(x)
+    assert any(w != 0 for w in wins), "no perturbed hypothesis ever fitted better"
+    assert all(w in range(4) for w in wins)
+
+
+def test_hypotheses_run_in_the_evaluation_and_are_validated(trained):
+    with pytest.raises(ValueError, match="er.hypotheses"):
+        ERConfig(hypotheses=0).validate()
+    with pytest.raises(ValueError, match="er.hypothesis_spread"):
+        ERConfig(hypothesis_spread=float("nan")).validate()
+    cfg = ERConfig(window=8, iterations=5, first_iterations=5, horizon=5, samples=4, backend="cpu", hypotheses=3)
+    er = ErrorRegression(trained, cfg)
+    assert er.stream is None  # several hypotheses: the generic path, batched in the backend
+    ticks = [er.step(x) for x in primitive_demos(1, 430)[0].positions[:20]]
+    assert ticks[-1].prediction.shape == (5, 7) and np.all(np.isfinite(ticks[-1].prediction))
+    assert {t.hypothesis for t in ticks} <= {0, 1, 2}
