@@ -146,6 +146,9 @@ class TrainConfig:
     threads: int = 1  # torch intra-op threads (1 is fastest for these small matrices); 0 = torch's default
     backend: str = "auto"  # "auto" (cpu if numba imports and device is cpu), "reference" (autograd), "cpu"
     cpu_threads: int = 0  # threads of the "cpu" backend, each runs its share of the sequences; 0 = one per core
+    # std of Gaussian noise added to the normalised demonstrations, drawn afresh every epoch (a
+    # regulariser: the posterior cannot fit noise that changes, so more is left to the prior)
+    target_noise: float = 0.0
 
     def validate(self, key: str = "train") -> None:
         _require(self.epochs >= 0, f"{key}.epochs", self.epochs, "an integer >= 0")
@@ -155,6 +158,8 @@ class TrainConfig:
         _require(self.grad_clip >= 0, f"{key}.grad_clip", self.grad_clip, "a value >= 0")
         _require(self.threads >= 0, f"{key}.threads", self.threads, "an integer >= 0")
         _require(self.cpu_threads >= 0, f"{key}.cpu_threads", self.cpu_threads, "an integer >= 0")
+        _require(self.target_noise >= 0 and math.isfinite(self.target_noise), f"{key}.target_noise",
+                 self.target_noise, "a finite std >= 0 (normalised units)")
         _require(self.backend in ("auto", "reference", "cpu"), f"{key}.backend", self.backend,
                  "one of auto, reference, cpu")
 

@@ -170,6 +170,15 @@ class Trainer:
         self.value_data = trained.data * self.value_dims
         self.stop_requested = False
 
+    def _noisy_target(self, std: float) -> torch.Tensor:
+        """The coded target, from demonstrations with fresh N(0, std^2) noise on their continuous
+        dimensions (train.target_noise; std 0: the fixed target)."""
+        if std <= 0:
+            return self.target
+        data = self.trained.data
+        noise = torch.randn(data.shape, generator=self.generator, device=data.device, dtype=data.dtype)
+        return self.trained.model.coding.target(data + std * noise * self.value_dims)
+
     def epoch(self) -> EpochStats:
         tr, cfg = self.trained, self.trained.config.train
         model, A = tr.model, tr.adaptive
@@ -181,6 +190,7 @@ class Trainer:
             batches = [None]
         total = rec = sq = steps = 0.0
         kl = torch.zeros(len(model.z_sizes))
+        target = self._noisy_target(cfg.target_noise)
         for idx in batches:
             sel = (lambda x: x) if idx is None else (lambda x: x[idx])
             if self.backend == "cpu":  # fused kernel: loss and all gradients, then the same Adam step
@@ -188,7 +198,7 @@ class Trainer:
                 eps = torch.randn(a_mu.shape, generator=self.generator, device=tr.device, dtype=a_mu.dtype)
                 step_mask = sel(self.step_mask)
                 terms, param_grads, g_mu, g_ls = self._cpu_train.model_grads(
-                    model, a_mu, a_ls, eps, sel(self.target), sel(self.joint_mask), step_mask,
+                    model, a_mu, a_ls, eps, sel(target), sel(self.joint_mask), step_mask,
                     model.kl_w, model.kl_w1, data=sel(self.value_data), threads=self._cpu_threads)
                 if idx is not None:  # as autograd through the row selection: zero outside the batch
                     full_mu, full_ls = torch.zeros_like(A.mu), torch.zeros_like(A.logsigma)
@@ -206,7 +216,7 @@ class Trainer:
             eps = torch.randn(a_mu.shape, generator=self.generator, device=tr.device, dtype=a_mu.dtype)
             out = model.posterior_forward(a_mu, a_ls, eps)
             step_mask = sel(self.step_mask)
-            terms = free_energy(model, out, sel(self.target), sel(self.joint_mask), step_mask,
+            terms = free_energy(model, out, sel(target), sel(self.joint_mask), step_mask,
                                 model.kl_w, model.kl_w1)
             self.optimizer.zero_grad(set_to_none=True)
             terms.total.backward()

@@ -215,6 +215,31 @@ def _clamp_ok(pre, lmin, lmax):
     return pre, 1.0
 
 
+@njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy", inline="always")
+def _group_sums(E, p, x, off, end):
+    """(sum E[off:end], sum p x over it) with four partial sums each: a joint's 7-31 bins are
+    fewer than one unrolled vector iteration, so a plain reduction runs as a serial chain of adds
+    (one add latency per bin); four independent chains take a quarter of that."""
+    s0 = s1 = s2 = s3 = _C(0.0)
+    q0 = q1 = q2 = q3 = _C(0.0)
+    k = off
+    while k + 4 <= end:
+        s0 += E[k]
+        s1 += E[k + 1]
+        s2 += E[k + 2]
+        s3 += E[k + 3]
+        q0 += p[k] * x[k]
+        q1 += p[k + 1] * x[k + 1]
+        q2 += p[k + 2] * x[k + 2]
+        q3 += p[k + 3] * x[k + 3]
+        k += 4
+    while k < end:
+        s0 += E[k]
+        q0 += p[k] * x[k]
+        k += 1
+    return (s0 + s1) + (s2 + s3), (q0 + q1) + (q2 + q3)
+
+
 @njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
 def _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW, need_grad, ROWREC):
     """Reconstruction loss of all W rows (steps) from RAW [W, O] against TG [W, O] (target laid
@@ -257,17 +282,10 @@ def _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW,
                         if need_grad:
                             E[off] = mj * diff * (1.0 - y * y) * inv_D
                     continue
-                se = _C(0.0)
-                for k in range(off, end):
-                    se += E[k]
+                se, pr = _group_sums(E, p, x, off, end)
                 if se < _C(1e-30):
                     _rescale_joint(x, E, off, end)
-                    se = _C(0.0)
-                    for k in range(off, end):
-                        se += E[k]
-                pr = _C(0.0)
-                for k in range(off, end):
-                    pr += p[k] * x[k]
+                    se, pr = _group_sums(E, p, x, off, end)
                 ps = PSUM[t, j]
                 rec += mj * (PLOGP[t, j] - pr + ps * math.log(se))
                 if need_grad:

@@ -48,6 +48,29 @@ def test_resume_continues_exactly(tmp_path):
     assert resumed.history["loss"] == straight.history["loss"]
 
 
+def test_target_noise_changes_every_epoch_and_resumes_exactly(tmp_path):
+    def noisy():
+        cfg = small_config()
+        cfg.train.target_noise = 0.05
+        return cfg
+
+    clean = train(small_config(), sine_demos(), tmp_path / "c", epochs=16, progress=False)
+    straight = train(noisy(), sine_demos(), tmp_path / "a", epochs=16, progress=False)
+    train(noisy(), sine_demos(), tmp_path / "b", epochs=9, progress=False)
+    resumed = train(noisy(), None, tmp_path / "b", epochs=16, resume=True, progress=False)
+    assert torch.equal(straight.adaptive.mu, resumed.adaptive.mu)
+    assert resumed.history["loss"] == straight.history["loss"]
+    assert not torch.equal(straight.adaptive.mu, clean.adaptive.mu)
+    trainer = Trainer(build_model(noisy(), sine_demos()))
+    a, b = trainer._noisy_target(0.05), trainer._noisy_target(0.05)
+    assert not torch.equal(a, b) and 0.03 < float((a - trainer.target).std()) < 0.07
+    assert trainer._noisy_target(0.0) is trainer.target
+    bad = small_config()
+    bad.train.target_noise = -1.0
+    with pytest.raises(ValueError, match="train.target_noise"):
+        bad.validate()
+
+
 def test_training_is_seeded_and_reproducible(tmp_path):
     a = train(small_config(), sine_demos(), tmp_path / "a", epochs=5, progress=False)
     b = train(small_config(), sine_demos(), tmp_path / "b", epochs=5, progress=False)
