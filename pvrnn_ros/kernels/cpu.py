@@ -216,84 +216,132 @@ def _clamp_ok(pre, lmin, lmax):
 
 
 @njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy", inline="always")
-def _group_sums(E, p, x, off, end):
-    """(sum E[off:end], sum p x over it) with four partial sums each: a joint's 7-31 bins are
-    fewer than one unrolled vector iteration, so a plain reduction runs as a serial chain of adds
-    (one add latency per bin); four independent chains take a quarter of that."""
+def _group_sum(E, off, end):
+    """sum E[off:end] with four partial sums: a joint's 7-31 bins are fewer than one unrolled
+    vector iteration, so a plain reduction runs as a serial chain of adds (one add latency per
+    bin); four independent chains take a quarter of that."""
     s0 = s1 = s2 = s3 = _C(0.0)
-    q0 = q1 = q2 = q3 = _C(0.0)
     k = off
     while k + 4 <= end:
         s0 += E[k]
         s1 += E[k + 1]
         s2 += E[k + 2]
         s3 += E[k + 3]
-        q0 += p[k] * x[k]
-        q1 += p[k + 1] * x[k + 1]
-        q2 += p[k + 2] * x[k + 2]
-        q3 += p[k + 3] * x[k + 3]
         k += 4
     while k < end:
         s0 += E[k]
-        q0 += p[k] * x[k]
         k += 1
-    return (s0 + s1) + (s2 + s3), (q0 + q1) + (q2 + q3)
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy", inline="always")
+def _row_max(r, n):
+    """max of r[:n] with eight running maxima (one is a serial chain of compares). NaN is passed
+    over as by a single running max; it reaches the loss through the exps."""
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = r[0]
+    k = 0
+    while k + 8 <= n:
+        m0 = r[k] if r[k] > m0 else m0
+        m1 = r[k + 1] if r[k + 1] > m1 else m1
+        m2 = r[k + 2] if r[k + 2] > m2 else m2
+        m3 = r[k + 3] if r[k + 3] > m3 else m3
+        m4 = r[k + 4] if r[k + 4] > m4 else m4
+        m5 = r[k + 5] if r[k + 5] > m5 else m5
+        m6 = r[k + 6] if r[k + 6] > m6 else m6
+        m7 = r[k + 7] if r[k + 7] > m7 else m7
+        k += 8
+    while k < n:
+        m0 = r[k] if r[k] > m0 else m0
+        k += 1
+    m0 = m1 if m1 > m0 else m0
+    m2 = m3 if m3 > m2 else m2
+    m4 = m5 if m5 > m4 else m4
+    m6 = m7 if m7 > m6 else m6
+    m0 = m2 if m2 > m0 else m0
+    m4 = m6 if m6 > m4 else m4
+    return m4 if m4 > m0 else m0
 
 
 @njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
 def _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW, need_grad, ROWREC):
     """Reconstruction loss of all W rows (steps) from RAW [W, O] against TG [W, O] (target laid
-    out as the outputs); GRAW = dL/dRAW when need_grad, ROWREC [W] each row's share (the batched
-    kernel's rows interleave windows). Per-joint sums run in float32 (at most a few dozen terms,
-    reassociated so they vectorise), the loss accumulates in float64."""
+    out as the outputs; for softmax joints already weighted by the mask, see _target_prep);
+    GRAW = dL/dRAW when need_grad, ROWREC [W] each row's share (the batched kernel's rows
+    interleave windows). Per-joint sums run in float32 (at most a few dozen terms, reassociated
+    so they vectorise), the loss accumulates in float64."""
     W, O = RAW.shape
     D = mask.shape[1]
     inv_D = 1.0 / D
     rec = 0.0
     if softmax:
-        # rec_tj = sum_k p_k log p_k (precomputed in PLOGP) - sum_k p_k x_k + (sum_k p_k) log sum_k e^x_k,
-        # x = raw - c_t for any shift c_t: the row's max, so nothing overflows, and one vectorised
-        # exp over all W x O outputs; a joint whose bins all underflow against it (its own max
-        # more than ~87 below the row's) is redone with its own max
+        # rec_tj = m_tj (sum_k p_k log p_k - sum_k p_k x_k + (sum_k p_k) log sum_k e^x_k), with the
+        # mask m folded into the target (PLOGP, PSUM, TG) and x = raw - c_t for any shift c_t: the
+        # row's max, so nothing overflows, and one vectorised exp over all W x O outputs; a joint
+        # whose bins all underflow against it (its own max more than ~87 below the row's) is redone
+        # with its own max. The p.x terms of all joints are one dot product over the row, and the
+        # gradient g_j e^x - m p one pass over it: both vectorise, per-joint loops of 7-31 bins do not.
         for t in range(W):
             r = RAW[t]
-            mx = r[0]
-            for o in range(O):
-                mx = r[o] if r[o] > mx else mx
+            mx = _row_max(r, O)
             x = XS[t]
             for o in range(O):
                 x[o] = r[o] - mx
         _expv(XS.reshape(W * O), GRAW.reshape(W * O), IB.reshape(W * O), W * O)
+        JIDX = np.empty(O, np.int32)  # each output's joint
+        for j in range(D):
+            for k in range(offs[j], offs[j] + nbins[j]):
+                JIDX[k] = j
+        SE = np.empty(W * D, np.float32)  # sum_k e^x_k per step and joint
+        LSE = np.empty(W * D, np.float32)  # its log
+        GJ = np.empty(D, np.float32)  # per joint: dL/draw = g_j e^x - m p / D
+        for t in range(W):
+            E = GRAW[t]
+            x = XS[t]
+            for j in range(D):
+                off = offs[j]
+                end = off + nbins[j]
+                if end == off + 1:  # a group of one unit is a tanh dimension (a modality)
+                    x[off] = 0.0  # out of the row's p.x
+                    SE[t * D + j] = 1.0
+                    continue
+                se = _group_sum(E, off, end)
+                if se < _C(1e-30):
+                    _rescale_joint(x, E, off, end)
+                    se = _group_sum(E, off, end)
+                SE[t * D + j] = se
+        for i in range(W * D):  # float32 logf: as exact as the float32 sums it takes
+            LSE[i] = math.log(SE[i])
+        h = _C(inv_D)
         for t in range(W):
             E = GRAW[t]
             x = XS[t]
             p = TG[t]
-            rec_before = rec
+            row = 0.0
+            for j in range(D):
+                ps = PSUM[t, j]
+                row += PLOGP[t, j] + ps * LSE[t * D + j]
+                GJ[j] = _C(inv_D * ps / SE[t * D + j])
+            pxs = _C(0.0)
+            for o in range(O):
+                pxs += p[o] * x[o]
+            row -= pxs
+            if need_grad:
+                for o in range(O):
+                    E[o] = GJ[JIDX[o]] * E[o] - h * p[o]
             for j in range(D):
                 off = offs[j]
-                end = off + nbins[j]
-                mj = mask[t, j]
-                if end == off + 1:  # a group of one unit is a tanh dimension (a modality)
-                    y = _tanh(RAW[t, off])
-                    E[off] = 0.0
-                    if mj != 0.0:
-                        diff = y - p[off]
-                        rec += mj * 0.5 * diff * diff
-                        if need_grad:
-                            E[off] = mj * diff * (1.0 - y * y) * inv_D
+                if nbins[j] != 1:
                     continue
-                se, pr = _group_sums(E, p, x, off, end)
-                if se < _C(1e-30):
-                    _rescale_joint(x, E, off, end)
-                    se, pr = _group_sums(E, p, x, off, end)
-                ps = PSUM[t, j]
-                rec += mj * (PLOGP[t, j] - pr + ps * math.log(se))
-                if need_grad:
-                    g = _C(mj * inv_D * ps / se)
-                    h = _C(mj * inv_D)
-                    for k in range(off, end):
-                        E[k] = g * E[k] - h * p[k]
-            ROWREC[t] = (rec - rec_before) * inv_D
+                y = _tanh(RAW[t, off])
+                mj = mask[t, j]
+                E[off] = 0.0
+                if mj != 0.0:
+                    diff = y - p[off]
+                    row += mj * 0.5 * diff * diff
+                    if need_grad:
+                        E[off] = mj * diff * (1.0 - y * y) * inv_D
+            rec += row
+            ROWREC[t] = row * inv_D
     else:
         # tanh(x) = 1 - 2 / (e^{2x} + 1) with every exp in one vectorised pass (as _tanh, in float64)
         EX = np.empty(W * D)
@@ -329,9 +377,11 @@ def _rescale_joint(x, E, off, end):
 
 
 @njit(cache=True, fastmath=False)
-def _target_prep(softmax, tgt, offs, nbins, PLOGP, PSUM, TG):
+def _target_prep(softmax, tgt, mask, offs, nbins, PLOGP, PSUM, TG):
     """The target laid out as the outputs (TG [W, O], float32) and, for softmax, per step and
-    joint sum_k p log p (log clamped at 1e-30 as the reference) and sum_k p."""
+    joint sum_k p log p (log clamped at 1e-30 as the reference) and sum_k p. For softmax joints
+    all three carry the step's weight mask [W, D] (0 = not observed), so the output loss needs
+    no per-joint weights; tanh dimensions keep their value and are weighted in the loss."""
     W, D = PLOGP.shape
     if not softmax:
         for t in range(W):
@@ -347,14 +397,15 @@ def _target_prep(softmax, tgt, offs, nbins, PLOGP, PSUM, TG):
                 PLOGP[t, j] = 0.0
                 PSUM[t, j] = 0.0
                 continue
+            mj = mask[t, j]
             for k in range(nbins[j]):
                 p = tgt[t, j, k]
-                TG[t, offs[j] + k] = p
+                TG[t, offs[j] + k] = mj * p
                 if p != 0.0:
                     a += p * (math.log(p) if p > 1e-30 else math.log(1e-30))
                 s += p
-            PLOGP[t, j] = a
-            PSUM[t, j] = s
+            PLOGP[t, j] = mj * a
+            PSUM[t, j] = mj * s
 
 
 @njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
@@ -612,7 +663,7 @@ def _batch_targets(b0, nb, softmax, tgt, mask, offs, nbins, TG, PLOGP, PSUM, MAS
     O = TG.shape[1]
     pl, ps, tg = np.zeros((W, D)), np.zeros((W, D)), np.zeros((W, O), np.float32)
     for j in range(nb):
-        _target_prep(softmax, tgt[b0 + j], offs, nbins, pl, ps, tg)
+        _target_prep(softmax, tgt[b0 + j], mask[b0 + j], offs, nbins, pl, ps, tg)
         for t in range(W):
             r = t * nb + j
             TG[r] = tg[t]
@@ -919,7 +970,7 @@ def _grad(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b
      PSUM, TG, ROWREC) = _buffers(W, Z, W_rec.shape[0], W_o.shape[0], W_o.shape[1], mask.shape[2], W_rec.dtype)
     dummy = np.zeros((W, Z))
     for b in range(B):
-        _target_prep(softmax, tgt[b], offs, nbins, PLOGP, PSUM, TG)
+        _target_prep(softmax, tgt[b], mask[b], offs, nbins, PLOGP, PSUM, TG)
         ek = eps[b] if use_eps else dummy
         losses[b] = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                              h0[b], d0[b], a_mu[b], a_ls[b], use_eps, ek, lmin, lmax, first_unit,
@@ -942,7 +993,7 @@ def _window_pass(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
     d1, O = W_o.shape
     (_, _, _, LSQ, SQ, OKQ, MUP, LSP, OKP, _, XS, IB, GRAW, _, _, _, PLOGP,
      PSUM, TG, ROWREC) = _buffers(W, Z, Dsum, d1, O, mask.shape[2], W_rec.dtype)
-    _target_prep(softmax, tgt[0], offs, nbins, PLOGP, PSUM, TG)
+    _target_prep(softmax, tgt[0], mask[0], offs, nbins, PLOGP, PSUM, TG)
     loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                     h0[0], d0[0], a_mu[0], a_ls[0], False, MUQ, lmin, lmax, first_unit,
                     softmax, TG, mask[0], offs, nbins, kl_w, kl_w1,
