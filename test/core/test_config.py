@@ -57,3 +57,20 @@ def test_missing_and_malformed_files(tmp_path):
     (tmp_path / "x.yaml").write_text("model: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         Config.load(tmp_path / "x.yaml")
+
+
+@pytest.mark.parametrize(
+    "name, rate, taus",
+    [("pvrnn_10hz.yaml", 10.0, (2.0, 16.0)), ("pvrnn_20hz.yaml", 20.0, (4.0, 16.0))],
+)
+def test_shipped_rate_configs_are_the_documented_recommendation(name, rate, taus):
+    # docs/results.md recommends exactly these settings per rate; everything else stays default
+    cfg = Config.load(ROOT / "config" / name)
+    assert cfg.data.rate_hz == rate
+    assert cfg.model.posterior == "d+A"
+    assert [(l.d, l.z, l.tau, l.w) for l in cfg.model.layers] == [(48, 4, taus[0], 0.002), (24, 2, taus[1], 0.002)]
+    assert cfg.er.adam_reset is True
+    default, loaded = Config().to_dict(), cfg.to_dict()
+    for section in ("train", "plan"):
+        assert loaded[section] == default[section]
+    assert f"config/{name}" in (ROOT / "docs" / "results.md").read_text()
