@@ -189,6 +189,12 @@ class ERConfig:
     # recognition reads a categorical modality this many steps before the newest: the newest step is
     # held by one observation only, so ER guesses ahead there (it names the next primitive early)
     recognition_lag: int = 1
+    # residual correction of the joint prediction (an output-disturbance estimate, as in offset-free
+    # MPC): the newest step's residual r = observed - reconstructed, and its change from the step
+    # before, v, are added to the predicted step h as decay^h * (r + residual_velocity * h * v).
+    # 0 = off (the model's prediction as it is). The regression itself is unchanged
+    residual_decay: float = 0.0
+    residual_velocity: float = 0.0
     backend: str = "auto"  # "auto", "reference", "cpu", "triton"
     seed: int = 0
 
@@ -206,6 +212,10 @@ class ERConfig:
                  self.hypothesis_spread, "a finite std >= 0")
         _require(self.samples >= 0, f"{key}.samples", self.samples, "an integer >= 0")
         _require(self.recognition_lag >= 0, f"{key}.recognition_lag", self.recognition_lag, "an integer >= 0")
+        _require(0.0 <= self.residual_decay <= 1.0, f"{key}.residual_decay", self.residual_decay,
+                 "a factor per step in [0, 1] (0 = no residual correction)")
+        _require(self.residual_velocity >= 0 and math.isfinite(self.residual_velocity), f"{key}.residual_velocity",
+                 self.residual_velocity, "a finite gain >= 0")
         _require(self.slide_init in ("prior", "copy"), f"{key}.slide_init", self.slide_init, "'prior' or 'copy'")
         _require(self.backend in ("auto", "reference", "cpu", "triton"), f"{key}.backend", self.backend,
                  "one of auto, reference, cpu, triton")

@@ -59,6 +59,9 @@ class ERTick:
     modalities: dict[str, ModalityEstimate] = field(default_factory=dict)  # beside the joints
     hypothesis: int = 0  # the winning hypothesis (0 = the carried A; er.hypotheses > 1)
     hypothesis_losses: np.ndarray | None = None  # [hypotheses] the free energy each was chosen by
+    # [D] the window's reconstruction of the newest step's joints (raw units): ER's estimate of the
+    # current posture, also for a joint missing from the newest observation
+    reconstruction: np.ndarray | None = None
 
     @property
     def recognition(self) -> dict[str, np.ndarray]:
@@ -298,7 +301,10 @@ class ErrorRegression:
         window's observations and mask [W, D]."""
         model = self.model
         J = self.n_joints
-        samples = self.trained.normalizer.denormalize(decoded_rollouts[..., :J])  # [S, P, joints]
+        rollouts = decoded_rollouts[..., :J]
+        if self.cfg.residual_decay > 0:
+            rollouts = rollouts + self._residual_correction(decoded[:, :J], obs[:, :J], mask[:, :J], rollouts.shape[-2])
+        samples = self.trained.normalizer.denormalize(rollouts)  # [S, P, joints]
         spread = None
         if sampled:
             # Monte Carlo predictive distribution: its mean is the prediction (the MSE-optimal
@@ -321,7 +327,22 @@ class ErrorRegression:
             window=n,
             iterations=K,
             modalities=self._modality_estimates(raw, rollout_raw, mask, decoded, decoded_rollouts),
+            reconstruction=self.trained.normalizer.denormalize(decoded[-1, :J]),
         )
+
+    def _residual_correction(self, decoded: np.ndarray, obs: np.ndarray, mask: np.ndarray, horizon: int) -> np.ndarray:
+        """[P, J] added to the predicted joints (normalised units), er.residual_decay/_velocity:
+        decay^h * (r + g * h * v) with r the newest step's observed - reconstructed and v = r minus
+        the step before's. A joint not observed at the newest step gets none; v needs both steps."""
+        cfg = self.cfg
+        seen = mask[-1] > 0
+        r = np.where(seen, obs[-1] - decoded[-1], 0.0)
+        v = np.zeros_like(r)
+        if cfg.residual_velocity > 0 and obs.shape[0] >= 2:
+            both = seen & (mask[-2] > 0)
+            v = np.where(both, r - (obs[-2] - decoded[-2]), 0.0)
+        h = np.arange(1, horizon + 1, dtype=np.float64)[:, None]
+        return cfg.residual_decay ** h * (r + cfg.residual_velocity * h * v)
 
     def _modality_estimates(self, raw: np.ndarray, rollout_raw: np.ndarray, mask: np.ndarray,
                             decoded: np.ndarray, decoded_rollouts: np.ndarray) -> dict:

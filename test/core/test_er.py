@@ -210,3 +210,60 @@ def test_hypotheses_run_in_the_evaluation_and_are_validated(trained):
     ticks = [er.step(x) for x in primitive_demos(1, 430)[0].positions[:20]]
     assert ticks[-1].prediction.shape == (5, 7) and np.all(np.isfinite(ticks[-1].prediction))
     assert {t.hypothesis for t in ticks} <= {0, 1, 2}
+
+
+def _paired_runs(trained, obs, **correction):
+    """The same stream through an engine without and one with the residual correction (same seed)."""
+    base = ERConfig(window=10, iterations=10, first_iterations=30, horizon=6, samples=0, backend="reference")
+    plain, corrected = ErrorRegression(trained, base), ErrorRegression(trained, ERConfig(**{**base.__dict__, **correction}))
+    return [(plain.step(x), corrected.step(x)) for x in obs]
+
+
+def test_residual_correction_adds_the_newest_residual_and_its_change(trained):
+    obs = primitive_demos(1, 600)[0].positions[:30].copy()
+    obs[20, 2] = np.nan  # joint 2 missing at the newest step of tick 20, and so from v at tick 21
+    decay, gain = 0.8, 0.6
+    h = np.arange(1, 7)[:, None]
+    ticks = _paired_runs(trained, obs, residual_decay=decay, residual_velocity=gain)
+    for t, (plain, corr) in enumerate(ticks):
+        # the regression is untouched: the same fit, the same window reconstruction
+        np.testing.assert_allclose(corr.losses, plain.losses, rtol=1e-6)
+        np.testing.assert_allclose(corr.reconstruction, plain.reconstruction, rtol=1e-6, atol=1e-9)
+        r = np.where(np.isfinite(obs[t]), obs[t] - plain.reconstruction, 0.0)
+        # diff / decay^h = r + gain * h * v: a line in h through r (v: the residual's change, from
+        # this tick's reconstruction of the step before, which the tick does not report)
+        line = (corr.prediction - plain.prediction) / decay ** h
+        slope = line[1] - line[0]
+        np.testing.assert_allclose(line, r + h * slope, rtol=1e-4, atol=1e-6, err_msg=f"tick {t}")
+        if t == 0 or t == 21:  # no step before / the step before lacks joint 2
+            assert np.all(np.abs(slope[2 if t == 21 else slice(None)]) < 1e-9), (t, slope)
+        elif t != 20:
+            assert np.all(np.abs(slope) > 0), (t, slope)
+    assert np.all(ticks[20][1].prediction[:, 2] == ticks[20][0].prediction[:, 2])  # no correction when missing
+    assert np.any(ticks[20][1].prediction[:, 0] != ticks[20][0].prediction[:, 0])
+
+
+def test_residual_correction_lowers_short_horizon_error_on_held_out_chains(trained):
+    def mse_by_horizon(pairs, obs, which):
+        P = 6
+        err = np.zeros(P)
+        n = np.zeros(P)
+        for t, pair in enumerate(pairs):
+            for k in range(P):
+                if t + k + 1 < len(obs):
+                    err[k] += np.mean((pair[which].prediction[k] - obs[t + k + 1]) ** 2)
+                    n[k] += 1
+        return err / n
+
+    obs = primitive_demos(1, 700)[0].positions[:120]
+    pairs = _paired_runs(trained, obs, residual_decay=0.9)
+    plain, corrected = mse_by_horizon(pairs, obs, 0), mse_by_horizon(pairs, obs, 1)
+    assert corrected[0] < 0.7 * plain[0], (plain, corrected)
+    assert corrected[5] < 1.2 * plain[5], (plain, corrected)
+
+
+@pytest.mark.parametrize("key,value", [("residual_decay", 1.5), ("residual_decay", -0.1), ("residual_decay", float("nan")),
+                                       ("residual_velocity", -1.0), ("residual_velocity", float("inf"))])
+def test_bad_residual_correction_settings_are_named(key, value):
+    with pytest.raises(ValueError, match=f"er.{key}"):
+        ERConfig(**{key: value}).validate()

@@ -39,6 +39,7 @@ def _assert_ticks_equal(a, b, tol, where):
     if a.spread is not None:
         np.testing.assert_allclose(b.spread, a.spread, **close, err_msg=f"{where}: spread")
     np.testing.assert_allclose(b.losses, a.losses, **close, err_msg=f"{where}: losses")
+    np.testing.assert_allclose(b.reconstruction, a.reconstruction, **close, err_msg=f"{where}: reconstruction")
     for key in ("reconstruction_error", "free_energy"):
         np.testing.assert_allclose(getattr(b, key), getattr(a, key), **close, err_msg=f"{where}: {key}")
     np.testing.assert_allclose(b.kl_per_layer, a.kl_per_layer, **close, err_msg=f"{where}: kl")
@@ -64,6 +65,7 @@ SETTINGS = {
     "sampled": dict(sample_posterior=True, samples=4),
     "keep_best_reset_copy": dict(keep_best=True, adam_reset=True, slide_init="copy", samples=0),
     "no_growing": dict(growing_window=False, samples=3, first_iterations=7),
+    "residual_correction": dict(residual_decay=0.8, residual_velocity=0.7, adam_reset=True, samples=2),
 }
 
 
