@@ -214,7 +214,8 @@ def test_hypotheses_run_in_the_evaluation_and_are_validated(trained):
 
 def _paired_runs(trained, obs, **correction):
     """The same stream through an engine without and one with the residual correction (same seed)."""
-    base = ERConfig(window=10, iterations=10, first_iterations=30, horizon=6, samples=0, backend="reference")
+    base = ERConfig(window=10, iterations=10, first_iterations=30, horizon=6, samples=0, backend="reference",
+                    residual_decay=0.0, residual_velocity=0.0)
     plain, corrected = ErrorRegression(trained, base), ErrorRegression(trained, ERConfig(**{**base.__dict__, **correction}))
     return [(plain.step(x), corrected.step(x)) for x in obs]
 
