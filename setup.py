@@ -33,6 +33,8 @@ setup(
         "mujoco>=3.1",
         "gymnasium>=1.0",
         "numba>=0.59",
+        "scipy>=1.10",  # the BLAS numba's np.dot calls in the batched CPU kernels
+        "threadpoolctl>=3.1",  # keeps that BLAS on one thread inside the kernels' own threads
         "mcap>=1.1",  # pvrnn-ros repair
     ],
     extras_require={

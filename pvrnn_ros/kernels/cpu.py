@@ -1,5 +1,6 @@
 """Fused CPU ER backend: one Numba-compiled call runs a whole tick (K iterations of window
-forward, hand-derived BPTT and Adam on A, for every window), in float64.
+forward, hand-derived BPTT and Adam on A, for every window). Products in float32 (from 8 windows
+on, and for outputs of 16 or more units, through SciPy's BLAS), per-unit-of-z terms in float64.
 
 Layout and math are those of `pvrnn_ros.core.model` (flat weights, all layers concatenated);
 `pvrnn_ros.kernels.reference` is the autograd ground truth this is tested against.
@@ -22,6 +23,27 @@ from numba import njit, prange
 
 from pvrnn_ros.core.window import AdamState, WindowPass, WindowProblem, WindowResult
 from pvrnn_ros.core.model import State
+
+
+
+def _one_thread_for_scipy_blas() -> None:
+    """The batched kernels' products call SciPy's BLAS (numba's np.dot), from inside their own
+    threads: that BLAS starting threads of its own oversubscribes the cores (B = 16 plans ran 1.5x
+    slower, docs/performance.md session 11). Limit that library, and only it, to one thread; numpy's
+    and torch's BLAS keep their settings. A SciPy linked to a shared system BLAS is left alone."""
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the library numba calls)
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return
+    from pathlib import Path
+
+    for lib in ThreadpoolController().lib_controllers:
+        if lib.user_api == "blas" and Path(lib.filepath).parent.name.startswith("scipy"):
+            lib.set_num_threads(1)
+
+
+_one_thread_for_scipy_blas()
 
 # Compute dtype of the weights and the d/h/output activations (the matrix products). Everything
 # per unit of z (A, Adam moments, KL terms), the targets and the loss accumulate in float64.
@@ -519,6 +541,11 @@ def _buffers(W, Z, Dsum, d1, O, D, dt):
 # ------------------------------------------------------------------------------------------------
 # batched windows: B windows advance together, so every product is matrix-matrix
 # ------------------------------------------------------------------------------------------------
+# from this many windows on, the batched kernels' per-step products go to BLAS (np.dot): below it
+# the call's overhead outweighs the faster inner kernel
+BLAS_MIN_ROWS = 8
+
+
 @njit(cache=True, fastmath=_FM, error_model="numpy")
 def _mma(V, v0, X, x0, n_rows, Wm, n):
     """V[v0 + b, :nc] += X[x0 + b, :n] @ Wm[:n] for b < n_rows (nc = Wm.shape[1]). Blocks of four
@@ -689,13 +716,22 @@ def _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, b0, nb, k
     EXB = np.empty(4 * nbz, np.int64)
     for j in range(nb):
         LOSS[j] = 0.0
+    blas = nb >= BLAS_MIN_ROWS
+    TZ = np.empty((nb, Dsum), P.dtype)  # z_t W_zd, when BLAS computes it
     for t in range(W):
         r0 = t * nb
-        for j in range(nb):
-            p = P[j]
-            for c in range(ncat):
-                p[c] = b_cat[c]
-        _mma(P, 0, Dd, r0, nb, W_cat, Dsum)
+        if blas:
+            np.dot(Dd[r0:r0 + nb], W_cat, P)
+            for j in range(nb):
+                p = P[j]
+                for c in range(ncat):
+                    p[c] += b_cat[c]
+        else:
+            for j in range(nb):
+                p = P[j]
+                for c in range(ncat):
+                    p[c] = b_cat[c]
+            _mma(P, 0, Dd, r0, nb, W_cat, Dsum)
         unit = first_unit and t == 0
         # the step's exps in one vectorised pass: EX holds 2 x mu_q-pre | log s_q | 2 x mu_p-pre |
         # -2 log s_p for all nb windows (tanh(x) = 1 - 2 / (e^{2x} + 1), as _tanh)
@@ -745,7 +781,15 @@ def _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, b0, nb, k
                 dm = mq - mp
                 klsum += w * (LSP[r, i] - LSQ[r, i] + (s * s + dm * dm) * inv2p * 0.5 - 0.5)
             LOSS[j] += klsum
-        _mma(P, 0, ZB, 0, nb, W_zd, Z)
+        if blas:
+            np.dot(ZB, W_zd, TZ)
+            for j in range(nb):
+                p = P[j]
+                tz = TZ[j]
+                for c in range(Dsum):
+                    p[c] += tz[c]
+        else:
+            _mma(P, 0, ZB, 0, nb, W_zd, Z)
         for j in range(nb):
             hp = H[r0 + j]
             hn = H[r0 + nb + j]
@@ -756,13 +800,22 @@ def _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, b0, nb, k
                 hn[c] = hv
                 dn[c] = _tanh32(hv)
     rows = W * nb
-    for r in range(rows):
-        for o in range(O):
-            RAW[r, o] = b_o[o]
-    if O < 16:
-        _mmt_rows(RAW, Dd, nb, rows, W_oT)
+    if blas or O >= 16:  # one product over every row: BLAS, also for a single window's W rows
+        DX = np.empty((rows, d1), Dd.dtype)  # the first layer's d, contiguous for BLAS
+        for r in range(rows):
+            src = Dd[nb + r]
+            dst = DX[r]
+            for c in range(d1):
+                dst[c] = src[c]
+        np.dot(DX, W_o, RAW)
+        for r in range(rows):
+            for o in range(O):
+                RAW[r, o] += b_o[o]
     else:
-        _mma(RAW, 0, Dd, nb, rows, W_o, d1)
+        for r in range(rows):
+            for o in range(O):
+                RAW[r, o] = b_o[o]
+        _mmt_rows(RAW, Dd, nb, rows, W_oT)
     _output_loss(softmax, RAW, XS, IB, TG, MASK, offs, nbins, PLOGP, PSUM, GRAW, need_grad, ROWREC)
     for r in range(rows):
         LOSS[r % nb] += ROWREC[r]
@@ -779,10 +832,14 @@ def _backward_batch(M1, M2, W_oT, inv_tau, has_q, b0, nb, k, use_eps, eps, first
     W = GMU.shape[0] // nb
     O, d1 = W_oT.shape
     n1 = M1.shape[1]
-    for r in range(GDO.shape[0]):
-        for c in range(d1):
-            GDO[r, c] = 0.0
-    _mma(GDO, 0, GRAW, 0, GDO.shape[0], W_oT, O)
+    blas = nb >= BLAS_MIN_ROWS
+    if blas or O >= 16:
+        np.dot(GRAW, W_oT, GDO)
+    else:
+        for r in range(GDO.shape[0]):
+            for c in range(d1):
+                GDO[r, c] = 0.0
+        _mma(GDO, 0, GRAW, 0, GDO.shape[0], W_oT, O)
     for j in range(nb):
         for c in range(Dsum):
             GD[j, c] = 0.0
@@ -801,10 +858,14 @@ def _backward_batch(M1, M2, W_oT, inv_tau, has_q, b0, nb, k, use_eps, eps, first
                 gh = gd[c] * (1.0 - dn[c] * dn[c]) + gc[c]
                 gu[c] = gh * inv_tau[c]
                 gc[c] = gh * (1.0 - inv_tau[c])
-            g1 = G1[j]
-            for c in range(n1):
-                g1[c] = 0.0
-        _mma(G1, 0, GU, 0, nb, M1, Dsum)
+            if not blas:
+                g1 = G1[j]
+                for c in range(n1):
+                    g1[c] = 0.0
+        if blas:
+            np.dot(GU, M1, G1)
+        else:
+            _mma(G1, 0, GU, 0, nb, M1, Dsum)
         unit = first_unit and t == 0
         for j in range(nb):
             r = r0 + j
@@ -833,10 +894,16 @@ def _backward_batch(M1, M2, W_oT, inv_tau, has_q, b0, nb, k, use_eps, eps, first
                     gq[3 * Z + i] = glq
         if t == 0:
             break
-        for j in range(nb):
-            for c in range(Dsum):
-                GD[j, c] = G1[j, c]
-        _mma(GD, 0, GQ, 0, nb, M2, M2.shape[0])
+        if blas:
+            np.dot(GQ, M2, GD)
+            for j in range(nb):
+                for c in range(Dsum):
+                    GD[j, c] += G1[j, c]
+        else:
+            for j in range(nb):
+                for c in range(Dsum):
+                    GD[j, c] = G1[j, c]
+            _mma(GD, 0, GQ, 0, nb, M2, M2.shape[0])
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")

@@ -54,9 +54,13 @@ def test_cpu_matches_reference_grid(cpu, arch, output, posterior, bottom_up):
                          seed=hash((arch, output, posterior, bottom_up)) % 1000)
     problem, a_mu, a_ls, adam = random_problem(model, B=3, W=6, K=4, use_eps=True, seed=3)
     _check(cpu.regress(problem, a_mu, a_ls, adam), ReferenceBackend().regress(problem, a_mu, a_ls, adam), False)
+    # the same architectures through the BLAS products (>= 8 windows)
+    problem, a_mu, a_ls, adam = random_problem(model, B=10, W=4, K=2, use_eps=True, seed=13)
+    _check(cpu.regress(problem, a_mu, a_ls, adam), ReferenceBackend().regress(problem, a_mu, a_ls, adam), False)
 
 
-@pytest.mark.parametrize("B,W,K", [(1, 1, 3), (3, 1, 2), (1, 63, 2), (3, 17, 5)])
+# B >= 8 windows per thread take the BLAS products (cpu.BLAS_MIN_ROWS): 9 (one group), 17 (8 + 9)
+@pytest.mark.parametrize("B,W,K", [(1, 1, 3), (3, 1, 2), (1, 63, 2), (3, 17, 5), (9, 5, 3), (17, 3, 2)])
 @pytest.mark.parametrize("use_eps", [True, False])
 @pytest.mark.parametrize("keep_best", [False, True])
 @pytest.mark.parametrize("first", [True, False])
@@ -101,11 +105,12 @@ def test_cpu_zero_iterations(cpu):
 @pytest.mark.parametrize("output", ["tanh", "softmax"])
 @pytest.mark.parametrize("posterior", ["A", "d+A"])
 @pytest.mark.parametrize("use_eps", [True, False])
-def test_cpu_gradient_matches_autograd(cpu, output, posterior, use_eps):
+@pytest.mark.parametrize("B", [3, 9])  # 9: the BLAS products
+def test_cpu_gradient_matches_autograd(cpu, output, posterior, use_eps, B):
     """The hand-derived BPTT against torch.autograd of the reference window loss, in float64."""
     model = random_model(d=(7, 5, 3), z=(2, 1, 3), tau=(2.0, 4.0, 8.0), output=output, posterior=posterior,
                          bottom_up=True, n_joints=5, seed=11, dtype=torch.float64)
-    problem, a_mu, a_ls, _ = random_problem(model, B=3, W=9, K=1, use_eps=use_eps, seed=4, dtype=torch.float64)
+    problem, a_mu, a_ls, _ = random_problem(model, B=B, W=9, K=1, use_eps=use_eps, seed=4, dtype=torch.float64)
     eps = problem.eps[0] if use_eps else None
     mu, ls = a_mu.clone().requires_grad_(True), a_ls.clone().requires_grad_(True)
     loss = window_loss(problem, mu, ls, eps)
