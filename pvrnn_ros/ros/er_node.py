@@ -43,7 +43,7 @@ Publishes (reliable, volatile, depth 10; lifecycle publishers: nothing while ina
   pvrnn/goal_error    (plan) std_msgs/Float64, the current goal error each tick (observed joints for a
                       joint goal; the plan's first step for other modalities)
   pvrnn/goal_status   std_msgs/String "<status>: <details>" on every change (reliable, transient
-                      local depth 1): pursuing, reached, given_up, rejected (see core.online_plan)
+                      local depth 10): pursuing, reached, given_up, rejected (see core.online_plan)
   <command_topic>     (imitate/generate/plan; reliable, depth 10) std_msgs/Float64MultiArray in `joints`
                       order, or a one-point JointTrajectory when command_type = trajectory
   /diagnostics        diagnostic_msgs/DiagnosticArray at 1 Hz: "er_node: error regression" (tick
@@ -812,8 +812,11 @@ class ERNode(LifecycleNode):
         from rclpy.qos import DurabilityPolicy
         from trajectory_msgs.msg import JointTrajectory
 
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)  # a late subscriber hears the latest
+        # depth 10, not 1: statuses come in bursts (three bad goals answered at once), and with one
+        # slot a status not yet acknowledged was replaced by the next and never heard; a late
+        # subscriber gets the last ten, the latest last
+        latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.plan_pub = self.create_lifecycle_publisher(JointTrajectory, "pvrnn/plan", qos)
         self.goal_error_pub = self.create_lifecycle_publisher(Float64, "pvrnn/goal_error", qos)
         self.goal_status_pub = self.create_lifecycle_publisher(String, "pvrnn/goal_status", latched)
