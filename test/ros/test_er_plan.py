@@ -74,6 +74,8 @@ def test_plan_mode_drives_the_arm_to_joint_goals(ros, plan_model):
     goals.publish(_goal_msg(["knee"], [0.3]))
     goals.publish(_goal_msg(["elbow"], [math.nan]))
     goals.publish(_goal_msg(["elbow"], [40.0]))
+    # DDS orders samples within a topic, not across topics: hear these three before the end-effector goal
+    probe.wait_for(lambda: len(_statuses(probe, t0)) >= 3, 20, "three joint-goal rejections")
     ee = probe.publisher(PointStamped, "pvrnn/goal/end_effector")
     probe.wait_for(lambda: ee.get_subscription_count() > 0, 20, "er_node to subscribe the end-effector goal")
     ee.publish(PointStamped(point=Point(x=0.3, y=0.1, z=0.5)))
