@@ -149,6 +149,12 @@ class TrainConfig:
     # std of Gaussian noise added to the normalised demonstrations, drawn afresh every epoch (a
     # regulariser: the posterior cannot fit noise that changes, so more is left to the prior)
     target_noise: float = 0.0
+    # prior overshooting: from every posterior state the prior is also rolled 1..overshoot_steps
+    # steps ahead and its outputs reconstruct the demonstration there, weighted overshoot_weight
+    # (averaged over the steps ahead). It trains the path ER predicts with (the prior's rollout
+    # from the window's last posterior state); 0 steps = the plain free energy. Autograd only.
+    overshoot_steps: int = 0
+    overshoot_weight: float = 1.0
 
     def validate(self, key: str = "train") -> None:
         _require(self.epochs >= 0, f"{key}.epochs", self.epochs, "an integer >= 0")
@@ -162,6 +168,12 @@ class TrainConfig:
                  self.target_noise, "a finite std >= 0 (normalised units)")
         _require(self.backend in ("auto", "reference", "cpu"), f"{key}.backend", self.backend,
                  "one of auto, reference, cpu")
+        _require(isinstance(self.overshoot_steps, int) and self.overshoot_steps >= 0, f"{key}.overshoot_steps",
+                 self.overshoot_steps, "an integer >= 0 (steps ahead; 0 = off)")
+        _require(self.overshoot_weight >= 0 and math.isfinite(self.overshoot_weight), f"{key}.overshoot_weight",
+                 self.overshoot_weight, "a finite weight >= 0")
+        _require(not (self.overshoot_steps > 0 and self.backend == "cpu"), f"{key}.backend", self.backend,
+                 "reference or auto when train.overshoot_steps > 0 (the fused cpu trainer has no overshoot term)")
 
 
 @dataclass

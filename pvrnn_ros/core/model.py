@@ -329,3 +329,44 @@ def free_energy(
     B = kl.shape[0]
     per_sequence = rec.sum(1) + (kl * weights).sum((1, 2))
     return LossTerms(per_sequence.mean(), rec.sum() / B, kl_layer.sum((0, 1)) / B, rec, kl_layer, per_sequence)
+
+
+def overshoot_reconstruction(
+    model: PVRNN,
+    out: ForwardOut,
+    target: torch.Tensor,
+    joint_mask: torch.Tensor,
+    step_mask: torch.Tensor,
+    steps: int,
+    fw: FlatWeights | None = None,
+) -> torch.Tensor:
+    """Prior overshooting (train.overshoot_steps): from the posterior state after every step s
+    (`out.states_h`, `out.d`), the prior alone (z = its mean, as ER's predictions) is rolled
+    k = 1..steps ahead and its output at s + k reconstructs the target there. Returns the
+    reconstruction summed over valid steps, averaged over k, mean over sequences: the same
+    scale as `free_energy`'s rec term."""
+    if out.states_h is None:
+        raise ValueError("overshoot_reconstruction needs the posterior's h: posterior_forward(keep_h=True)")
+    fw = fw or model.flat()
+    B, T, Dsum = out.d.shape
+    Z, d1 = model.z_total, model.d_sizes[0]
+    n = T - 1  # starts s = 0 .. T-2 reach at least one target step
+    if n < 1 or steps < 1:
+        return out.d.new_zeros(())
+    h = out.states_h[:, :n].reshape(B * n, Dsum)
+    d = out.d[:, :n].reshape(B * n, Dsum)
+    total = out.d.new_zeros(())
+    used = 0
+    for k in range(1, steps + 1):
+        p = d @ fw.W_p + fw.b_p
+        z = torch.tanh(p[:, :Z])
+        h = h + fw.inv_tau * (d @ fw.W_rec + z @ fw.W_zd + fw.b_h - h)
+        d = torch.tanh(h)
+        reach = T - k  # starts whose step s + k is inside the sequence
+        if reach < 1:
+            break
+        raw = (d[:, :d1] @ fw.W_o + fw.b_o).reshape(B, n, -1)[:, :reach]
+        rec = model.coding.reconstruction(raw, target[:, k:], joint_mask[:, k:]) * step_mask[:, k:]
+        total = total + rec.sum() / B
+        used += 1
+    return total / max(used, 1)

@@ -16,7 +16,7 @@ from .coding import Normalizer
 from .config import Config
 from .data import Demonstration, pad_batch, resample
 from .modalities import Modality, ModalityLayout
-from .model import PVRNN, AdaptiveVectors, free_energy
+from .model import PVRNN, AdaptiveVectors, free_energy, overshoot_reconstruction
 
 
 def resolve_device(name: str) -> torch.device:
@@ -126,6 +126,8 @@ class Trainer:
         # (pvrnn_ros.kernels.cpu_train), same Adam; "auto" = cpu when numba imports and device is cpu
         self.backend = cfg.backend
         on_cpu = trained.device.type == "cpu"
+        if self.backend == "auto" and cfg.overshoot_steps > 0:
+            self.backend = "reference"  # the overshoot term is autograd's (the fused trainer has none)
         if self.backend == "auto":
             try:
                 from pvrnn_ros.kernels import cpu_train  # noqa: F401
@@ -214,12 +216,17 @@ class Trainer:
                 continue
             a_mu, a_ls = sel(A.mu), sel(A.logsigma)
             eps = torch.randn(a_mu.shape, generator=self.generator, device=tr.device, dtype=a_mu.dtype)
-            out = model.posterior_forward(a_mu, a_ls, eps)
+            overshoot = cfg.overshoot_steps > 0 and cfg.overshoot_weight > 0
+            out = model.posterior_forward(a_mu, a_ls, eps, keep_h=overshoot)
             step_mask = sel(self.step_mask)
             terms = free_energy(model, out, sel(target), sel(self.joint_mask), step_mask,
                                 model.kl_w, model.kl_w1)
+            loss = terms.total
+            if overshoot:
+                loss = loss + cfg.overshoot_weight * overshoot_reconstruction(
+                    model, out, sel(target), sel(self.joint_mask), step_mask, cfg.overshoot_steps)
             self.optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
+            loss.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
                                                cfg.grad_clip)
