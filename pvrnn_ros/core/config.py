@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +156,9 @@ class TrainConfig:
     # from the window's last posterior state); 0 steps = the plain free energy. Autograd only.
     overshoot_steps: int = 0
     overshoot_weight: float = 1.0
+    # L2 penalty on the network's weights and biases (not A): wd * p is added to each of their
+    # gradients (before train.grad_clip), the coupled weight decay of torch.optim.Adam
+    weight_decay: float = 0.0
 
     def validate(self, key: str = "train") -> None:
         _require(self.epochs >= 0, f"{key}.epochs", self.epochs, "an integer >= 0")
@@ -172,6 +176,8 @@ class TrainConfig:
                  self.overshoot_steps, "an integer >= 0 (steps ahead; 0 = off)")
         _require(self.overshoot_weight >= 0 and math.isfinite(self.overshoot_weight), f"{key}.overshoot_weight",
                  self.overshoot_weight, "a finite weight >= 0")
+        _require(self.weight_decay >= 0 and math.isfinite(self.weight_decay), f"{key}.weight_decay",
+                 self.weight_decay, "a finite L2 coefficient >= 0")
         _require(not (self.overshoot_steps > 0 and self.backend == "cpu"), f"{key}.backend", self.backend,
                  "reference or auto when train.overshoot_steps > 0 (the fused cpu trainer has no overshoot term)")
 
@@ -338,6 +344,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(hint: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -368,6 +377,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key} = {value!r} is invalid: expected an integer")
         return value
     if hint is float:
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 (PyYAML) reads 1e-4 as a string; YAML 1.2 and people read a number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} = {value!r} is invalid: expected a number")
         return float(value)

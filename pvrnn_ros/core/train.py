@@ -206,6 +206,8 @@ class Trainer:
                     full_mu, full_ls = torch.zeros_like(A.mu), torch.zeros_like(A.logsigma)
                     full_mu[idx], full_ls[idx] = g_mu, g_ls
                     g_mu, g_ls = full_mu, full_ls
+                if cfg.weight_decay > 0:
+                    param_grads = [(p, g + cfg.weight_decay * p.detach()) for p, g in param_grads]
                 self._adam.step(param_grads + [(A.mu, g_mu), (A.logsigma, g_ls)], cfg.grad_clip)
                 n = a_mu.shape[0]
                 total += terms.total * n
@@ -227,6 +229,11 @@ class Trainer:
                     model, out, sel(target), sel(self.joint_mask), step_mask, cfg.overshoot_steps)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.weight_decay > 0:
+                with torch.no_grad():
+                    for p in model.parameters():
+                        if p.grad is not None:
+                            p.grad.add_(p, alpha=cfg.weight_decay)
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
                                                cfg.grad_clip)

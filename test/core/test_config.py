@@ -41,6 +41,21 @@ def test_invalid_values_name_key_and_value(raw, key, value):
     assert key in str(err.value) and value in str(err.value)
 
 
+def test_exponent_numbers_that_pyyaml_reads_as_strings_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 1e-4\n  weight_decay: 2.5E-3\ner:\n  lr: -1e-1\n")
+    assert yaml.safe_load(path.read_text())["train"]["lr"] == "1e-4"  # what PyYAML hands over
+    with pytest.raises(ConfigError, match=r"er.lr = -0.1"):  # a number now, checked as one
+        Config.load(path)
+    path.write_text("train:\n  lr: 1e-4\n  weight_decay: 2.5E-3\n")
+    cfg = Config.load(path)
+    assert cfg.train.lr == 1e-4 and cfg.train.weight_decay == 2.5e-3
+    with pytest.raises(ConfigError, match=r"train.lr = '1e-4x'"):  # not a number: named as given
+        Config.from_dict({"train": {"lr": "1e-4x"}})
+    with pytest.raises(ConfigError, match=r"train.epochs = '1e3'"):  # integers stay integers
+        Config.from_dict({"train": {"epochs": "1e3"}})
+
+
 def test_unknown_keys_are_named(tmp_path):
     with pytest.raises(ConfigError, match=r"model\.layers\[1\]\.tau_typo"):
         Config.from_dict({"model": {"layers": [{"d": 4, "z": 1}, {"d": 4, "z": 1, "tau_typo": 3}]}})

@@ -206,10 +206,12 @@ def _cfg(backend, **model_kwargs):
     dict(),  # full batch, posterior A, tanh
     dict(batch_size=2, posterior="d+A", output="softmax", softmax_bins=5, bottom_up=True),
     dict(batch_size=3, grad_clip=0.5),
-], ids=["full", "minibatch-dA-softmax", "minibatch-clip"])
+    dict(weight_decay=0.05),
+    dict(batch_size=2, grad_clip=0.5, weight_decay=0.05, posterior="d+A"),
+], ids=["full", "minibatch-dA-softmax", "minibatch-clip", "weight-decay", "minibatch-clip-decay-dA"])
 def test_training_tracks_reference(case):
     case = dict(case)
-    train_kw = {k: case.pop(k) for k in ("batch_size", "grad_clip") if k in case}
+    train_kw = {k: case.pop(k) for k in ("batch_size", "grad_clip", "weight_decay") if k in case}
     demos = _demos()
     runs = {}
     for backend in ("reference", "cpu"):
@@ -230,6 +232,22 @@ def test_training_tracks_reference(case):
         np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), rtol=1e-3, atol=1e-5, err_msg=name)
     for p, q in zip(ref.adaptive.parameters(), fast.adaptive.parameters()):
         np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_weight_decay_shrinks_the_weights(backend):
+    demos = _demos()
+    runs = []
+    for wd in (0.0, 0.5):
+        cfg = _cfg(backend)
+        cfg.train.weight_decay = wd
+        trained = build_model(cfg, demos)
+        trainer = Trainer(trained)
+        for _ in range(30):
+            trainer.epoch()
+        runs.append(trained)
+    norm = [sum(float(p.detach().pow(2).sum()) for p in t.model.parameters()) for t in runs]
+    assert norm[1] < 0.8 * norm[0], norm
 
 
 def test_reference_backend_unchanged_and_resume_across_backends(tmp_path):
