@@ -157,7 +157,7 @@ class TrainConfig:
     overshoot_steps: int = 0
     overshoot_weight: float = 1.0
     # L2 penalty on the network's weights and biases (not A): wd * p is added to each of their
-    # gradients (before train.grad_clip), the coupled weight decay of torch.optim.Adam
+    # gradients, as torch.optim.Adam's (coupled) weight_decay but before train.grad_clip
     weight_decay: float = 0.0
 
     def validate(self, key: str = "train") -> None:

@@ -347,26 +347,17 @@ def overshoot_reconstruction(
     scale as `free_energy`'s rec term."""
     if out.states_h is None:
         raise ValueError("overshoot_reconstruction needs the posterior's h: posterior_forward(keep_h=True)")
-    fw = fw or model.flat()
     B, T, Dsum = out.d.shape
-    Z, d1 = model.z_total, model.d_sizes[0]
     n = T - 1  # starts s = 0 .. T-2 reach at least one target step
-    if n < 1 or steps < 1:
+    steps = min(steps, n)  # beyond n steps ahead no start reaches a target
+    if steps < 1:
         return out.d.new_zeros(())
-    h = out.states_h[:, :n].reshape(B * n, Dsum)
-    d = out.d[:, :n].reshape(B * n, Dsum)
+    start = State(out.states_h[:, :n].reshape(B * n, Dsum), out.d[:, :n].reshape(B * n, Dsum))
+    raw, _, _ = model.rollout(start, steps, fw=fw)  # the prior's mean path, every start at once
+    raw = raw.reshape(B, n, steps, -1)
     total = out.d.new_zeros(())
-    used = 0
     for k in range(1, steps + 1):
-        p = d @ fw.W_p + fw.b_p
-        z = torch.tanh(p[:, :Z])
-        h = h + fw.inv_tau * (d @ fw.W_rec + z @ fw.W_zd + fw.b_h - h)
-        d = torch.tanh(h)
         reach = T - k  # starts whose step s + k is inside the sequence
-        if reach < 1:
-            break
-        raw = (d[:, :d1] @ fw.W_o + fw.b_o).reshape(B, n, -1)[:, :reach]
-        rec = model.coding.reconstruction(raw, target[:, k:], joint_mask[:, k:]) * step_mask[:, k:]
+        rec = model.coding.reconstruction(raw[:, :reach, k - 1], target[:, k:], joint_mask[:, k:]) * step_mask[:, k:]
         total = total + rec.sum() / B
-        used += 1
-    return total / max(used, 1)
+    return total / steps
