@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 import torch
+from . import _kernel_cache  # noqa: F401  (before any cached kernel: one stamp for all kernel sources)
 from numba import njit, prange
 
 from pvrnn_ros.core.window import AdamState, WindowPass, WindowProblem, WindowResult
@@ -61,6 +62,10 @@ def _tanh(x):
 
 _C = np.float32
 _FM = {"contract"}  # FMA contraction only (no reassociation): results stay deterministic
+
+# from this many rows on (windows, rollouts), the kernels' per-step products go to BLAS (np.dot): below it
+# the call's overhead outweighs the faster inner kernel
+BLAS_MIN_ROWS = 8
 
 
 @njit(cache=True, fastmath=_FM, inline="always", error_model="numpy")
@@ -144,12 +149,48 @@ def _mva(v, x, W, n):
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
+def _output_rows(X, W_o, b_o, OUT):
+    """OUT[r] = b_o + X[r] @ W_o for every row of X [N, d1] (contiguous): one BLAS product once the
+    output layer is wide (a softmax output) or the rows many, else one blocked matrix-vector product
+    per row (a 7-joint tanh output)."""
+    N, O = OUT.shape
+    if O >= 16 or N >= BLAS_MIN_ROWS:
+        np.dot(X, W_o, OUT)
+        for r in range(N):
+            for o in range(O):
+                OUT[r, o] += b_o[o]
+    else:
+        for r in range(N):
+            for o in range(O):
+                OUT[r, o] = b_o[o]
+        _mma(OUT, 0, X, 0, N, W_o, W_o.shape[0])
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _times_plus(V, X, Wm, bias):
+    """V = X @ Wm + bias for every row of X (contiguous), through BLAS from BLAS_MIN_ROWS rows on."""
+    N, C = V.shape
+    if N >= BLAS_MIN_ROWS:
+        np.dot(X, Wm, V)
+        for r in range(N):
+            for c in range(C):
+                V[r, c] += bias[c]
+    else:
+        for r in range(N):
+            for c in range(C):
+                V[r, c] = bias[c]
+        _mma(V, 0, X, 0, N, Wm, Wm.shape[0])
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
 def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
              h0, d0, amu, als, use_eps, eps, lmin, lmax, first_unit,
-             softmax, TG, mask, offs, nbins, kl_w, kl_w1,
-             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC, need_grad):
-    """One window's forward pass; fills the activation buffers, RAW (output pre-activations) and
-    GRAW (dL/draw) and returns the window loss. Dd[t] / H[t] hold d_{t-1} / h_{t-1} (row 0 =
+             softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
+             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, RAWT, XS, IB, GRAW, GRAWT, PLOGP, PSUM, ROWREC,
+             need_grad):
+    """One window's forward pass; fills the activation buffers, RAW [W, O] (output pre-activations;
+    RAWT the same one column per step, for `_output_loss`) and, when need_grad, GRAW (dL/draw)
+    and returns the window loss (targets and weights as `_target_prep` lays them out). Dd[t] / H[t] hold d_{t-1} / h_{t-1} (row 0 =
     carried state). The recurrence runs first; the output layer, which nothing feeds back from,
     then runs over all W steps at once."""
     W, Z = amu.shape
@@ -218,12 +259,20 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
             klsum += w * (LSP[t, i] - LSQ[t, i] + (sq * sq + dm * dm) * math.exp(-2.0 * LSP[t, i]) * 0.5 - 0.5)
         loss += klsum
     # output layer over all steps
+    DX = np.empty((W, d1), W_rec.dtype)
     for t in range(W):
-        r = RAW[t]
+        for c in range(d1):
+            DX[t, c] = Dd[t + 1, c]
+    _output_rows(DX, W_o, b_o, RAW)
+    for t in range(W):
         for o in range(O):
-            r[o] = b_o[o]
-        _mva(r, Dd[t + 1], W_o, d1)
-    return loss + _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW, need_grad, ROWREC)
+            RAWT[o, t] = RAW[t, o]
+    loss += _output_loss(softmax, RAWT, XS, IB, TG, MASK, offs, nbins, PLOGP, PSUM, GRAWT, need_grad, ROWREC)
+    if need_grad:
+        for t in range(W):
+            for o in range(O):
+                GRAW[t, o] = GRAWT[o, t]
+    return loss
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
@@ -237,197 +286,157 @@ def _clamp_ok(pre, lmin, lmax):
     return pre, 1.0
 
 
-@njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy", inline="always")
-def _group_sum(E, off, end):
-    """sum E[off:end] with four partial sums: a joint's 7-31 bins are fewer than one unrolled
-    vector iteration, so a plain reduction runs as a serial chain of adds (one add latency per
-    bin); four independent chains take a quarter of that."""
-    s0 = s1 = s2 = s3 = _C(0.0)
-    k = off
-    while k + 4 <= end:
-        s0 += E[k]
-        s1 += E[k + 1]
-        s2 += E[k + 2]
-        s3 += E[k + 3]
-        k += 4
-    while k < end:
-        s0 += E[k]
-        k += 1
-    return (s0 + s1) + (s2 + s3)
-
-
-@njit(cache=True, fastmath=_FM, error_model="numpy", inline="always")
-def _row_max(r, n):
-    """max of r[:n] with eight running maxima (one is a serial chain of compares). NaN is passed
-    over as by a single running max; it reaches the loss through the exps."""
-    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = r[0]
-    k = 0
-    while k + 8 <= n:
-        m0 = r[k] if r[k] > m0 else m0
-        m1 = r[k + 1] if r[k + 1] > m1 else m1
-        m2 = r[k + 2] if r[k + 2] > m2 else m2
-        m3 = r[k + 3] if r[k + 3] > m3 else m3
-        m4 = r[k + 4] if r[k + 4] > m4 else m4
-        m5 = r[k + 5] if r[k + 5] > m5 else m5
-        m6 = r[k + 6] if r[k + 6] > m6 else m6
-        m7 = r[k + 7] if r[k + 7] > m7 else m7
-        k += 8
-    while k < n:
-        m0 = r[k] if r[k] > m0 else m0
-        k += 1
-    m0 = m1 if m1 > m0 else m0
-    m2 = m3 if m3 > m2 else m2
-    m4 = m5 if m5 > m4 else m4
-    m6 = m7 if m7 > m6 else m6
-    m0 = m2 if m2 > m0 else m0
-    m4 = m6 if m6 > m4 else m4
-    return m4 if m4 > m0 else m0
-
-
 @njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
-def _output_loss(softmax, RAW, XS, IB, TG, mask, offs, nbins, PLOGP, PSUM, GRAW, need_grad, ROWREC):
-    """Reconstruction loss of all W rows (steps) from RAW [W, O] against TG [W, O] (target laid
-    out as the outputs; for softmax joints already weighted by the mask, see _target_prep);
-    GRAW = dL/dRAW when need_grad, ROWREC [W] each row's share (the batched kernel's rows
-    interleave windows). Per-joint sums run in float32 (at most a few dozen terms, reassociated
-    so they vectorise), the loss accumulates in float64."""
-    W, O = RAW.shape
-    D = mask.shape[1]
+def _output_loss(softmax, RAW, XS, IB, TG, MASK, offs, nbins, PLOGP, PSUM, GRAW, need_grad, ROWREC):
+    """Reconstruction loss of every column (step) of RAW [O, R], the output pre-activations laid out
+    one column per step, against TG [O, R] (the target laid out as the outputs; for softmax joints
+    already weighted by the mask, see _target_prep); GRAW [O, R] = dL/dRAW when need_grad, ROWREC [R]
+    each column's share (the batched kernels' columns interleave windows). Columns past the real
+    steps (padding to a multiple of 16, so the loops over columns run as whole vectors) carry zero
+    targets and weights and add nothing. Every loop runs along a column-contiguous row: per-joint
+    sums over 7-31 bins become vector adds over all steps at once. Per-joint sums run in float32,
+    the loss accumulates in float64."""
+    O, R = RAW.shape
+    D = MASK.shape[0]
     inv_D = 1.0 / D
-    rec = 0.0
+    ROW = np.zeros(R)
     if softmax:
-        # rec_tj = m_tj (sum_k p_k log p_k - sum_k p_k x_k + (sum_k p_k) log sum_k e^x_k), with the
-        # mask m folded into the target (PLOGP, PSUM, TG) and x = raw - c_t for any shift c_t: the
-        # row's max, so nothing overflows, and one vectorised exp over all W x O outputs; a joint
-        # whose bins all underflow against it (its own max more than ~87 below the row's) is redone
-        # with its own max. The p.x terms of all joints are one dot product over the row, and the
-        # gradient g_j e^x - m p one pass over it: both vectorise, per-joint loops of 7-31 bins do not.
-        for t in range(W):
-            r = RAW[t]
-            mx = _row_max(r, O)
-            x = XS[t]
-            for o in range(O):
-                x[o] = r[o] - mx
-        _expv(XS.reshape(W * O), GRAW.reshape(W * O), IB.reshape(W * O), W * O)
-        JIDX = np.empty(O, np.int32)  # each output's joint
+        # rec_tj = m_tj (sum_k p_k log p_k - sum_k p_k x_k + (sum_k p_k) log sum_k e^x_k), the mask m
+        # folded into the target (PLOGP, PSUM, TG), x = raw - (the joint's max at that step): its max
+        # bin gives e^0 = 1, so the sum neither overflows nor underflows
+        MX = np.empty(R, RAW.dtype)
         for j in range(D):
-            for k in range(offs[j], offs[j] + nbins[j]):
-                JIDX[k] = j
-        SE = np.empty(W * D, np.float32)  # sum_k e^x_k per step and joint
-        LSE = np.empty(W * D, np.float32)  # its log
-        GJ = np.empty(D, np.float32)  # per joint: dL/draw = g_j e^x - m p / D
-        for t in range(W):
-            E = GRAW[t]
-            x = XS[t]
+            off = offs[j]
+            end = off + nbins[j]
+            for r in range(R):
+                MX[r] = RAW[off, r]
+            for k in range(off + 1, end):
+                for r in range(R):
+                    v = RAW[k, r]
+                    MX[r] = v if v > MX[r] else MX[r]
+            for k in range(off, end):
+                for r in range(R):
+                    XS[k, r] = RAW[k, r] - MX[r]
+        _expv(XS.reshape(O * R), GRAW.reshape(O * R), IB.reshape(O * R), O * R)
+        SE = np.empty((D, R), np.float32)  # sum_k e^x_k per joint and step
+        for j in range(D):
+            off = offs[j]
+            end = off + nbins[j]
+            for r in range(R):
+                SE[j, r] = GRAW[off, r]
+            for k in range(off + 1, end):
+                for r in range(R):
+                    SE[j, r] += GRAW[k, r]
+        for j in range(D):  # float32 logf: as exact as the float32 sums it takes
+            for r in range(R):
+                ROW[r] += PLOGP[j, r] + PSUM[j, r] * math.log(SE[j, r])
+        PX = np.zeros(R, np.float32)  # sum_k p_k x_k over all joints (a tanh dimension's x is 0)
+        for k in range(O):
+            for r in range(R):
+                PX[r] += TG[k, r] * XS[k, r]
+        for r in range(R):
+            ROW[r] -= PX[r]
+        if need_grad:  # dL/draw = (m p_sum / sum e^x) e^x / D - m p / D
+            h = _C(inv_D)
+            GJ = np.empty(R, np.float32)
             for j in range(D):
                 off = offs[j]
                 end = off + nbins[j]
-                if end == off + 1:  # a group of one unit is a tanh dimension (a modality)
-                    x[off] = 0.0  # out of the row's p.x
-                    SE[t * D + j] = 1.0
-                    continue
-                se = _group_sum(E, off, end)
-                if se < _C(1e-30):
-                    _rescale_joint(x, E, off, end)
-                    se = _group_sum(E, off, end)
-                SE[t * D + j] = se
-        for i in range(W * D):  # float32 logf: as exact as the float32 sums it takes
-            LSE[i] = math.log(SE[i])
-        h = _C(inv_D)
-        for t in range(W):
-            E = GRAW[t]
-            x = XS[t]
-            p = TG[t]
-            row = 0.0
-            for j in range(D):
-                ps = PSUM[t, j]
-                row += PLOGP[t, j] + ps * LSE[t * D + j]
-                GJ[j] = _C(inv_D * ps / SE[t * D + j])
-            pxs = _C(0.0)
-            for o in range(O):
-                pxs += p[o] * x[o]
-            row -= pxs
-            if need_grad:
-                for o in range(O):
-                    E[o] = GJ[JIDX[o]] * E[o] - h * p[o]
-            for j in range(D):
-                off = offs[j]
-                if nbins[j] != 1:
-                    continue
-                y = _tanh(RAW[t, off])
-                mj = mask[t, j]
-                E[off] = 0.0
+                for r in range(R):
+                    GJ[r] = _C(inv_D * PSUM[j, r]) / SE[j, r]
+                for k in range(off, end):
+                    for r in range(R):
+                        GRAW[k, r] = GJ[r] * GRAW[k, r] - h * TG[k, r]
+        for j in range(D):  # a group of one unit is a tanh dimension (a modality)
+            off = offs[j]
+            if nbins[j] != 1:
+                continue
+            for r in range(R):
+                y = _tanh(RAW[off, r])
+                mj = MASK[j, r]
+                GRAW[off, r] = 0.0
                 if mj != 0.0:
-                    diff = y - p[off]
-                    row += mj * 0.5 * diff * diff
+                    diff = y - TG[off, r]
+                    ROW[r] += mj * 0.5 * diff * diff
                     if need_grad:
-                        E[off] = mj * diff * (1.0 - y * y) * inv_D
-            rec += row
-            ROWREC[t] = row * inv_D
+                        GRAW[off, r] = mj * diff * (1.0 - y * y) * inv_D
     else:
         # tanh(x) = 1 - 2 / (e^{2x} + 1) with every exp in one vectorised pass (as _tanh, in float64)
-        EX = np.empty(W * D)
-        EB = np.empty(W * D, np.int64)
-        for t in range(W):
-            for j in range(D):
-                EX[t * D + j] = 2.0 * RAW[t, j]
-        _exp64v(EX, W * D, EB)
-        for t in range(W):
-            rec_before = rec
-            for j in range(D):
-                y = 1.0 - 2.0 / (EX[t * D + j] + 1.0)
-                mj = mask[t, j]  # the dimension's weight (core.modalities); 0 = not observed
+        EX = np.empty(O * R)
+        EB = np.empty(O * R, np.int64)
+        for j in range(O):
+            for r in range(R):
+                EX[j * R + r] = 2.0 * RAW[j, r]
+        _exp64v(EX, O * R, EB)
+        for j in range(O):
+            for r in range(R):
+                y = 1.0 - 2.0 / (EX[j * R + r] + 1.0)
+                mj = MASK[j, r]  # the dimension's weight (core.modalities); 0 = not observed
                 if mj != 0.0:
-                    diff = y - TG[t, j]
-                    rec += mj * 0.5 * diff * diff
-                    GRAW[t, j] = mj * diff * (1.0 - y * y) * inv_D
+                    diff = y - TG[j, r]
+                    ROW[r] += mj * 0.5 * diff * diff
+                    GRAW[j, r] = mj * diff * (1.0 - y * y) * inv_D
                 else:
-                    GRAW[t, j] = 0.0
-            ROWREC[t] = (rec - rec_before) * inv_D
+                    GRAW[j, r] = 0.0
+    rec = 0.0
+    for r in range(R):
+        ROWREC[r] = ROW[r] * inv_D
+        rec += ROW[r]
     return rec * inv_D
 
 
-@njit(cache=True, fastmath=_FM, error_model="numpy")
-def _rescale_joint(x, E, off, end):
-    """x[off:end] shifted by its own max and E = exp(x) there (the rare underflow path)."""
-    mx = x[off]
-    for k in range(off, end):
-        mx = x[k] if x[k] > mx else mx
-    for k in range(off, end):
-        x[k] = x[k] - mx
-        E[k] = math.exp(x[k])
-
-
 @njit(cache=True, fastmath=False)
-def _target_prep(softmax, tgt, mask, offs, nbins, PLOGP, PSUM, TG):
-    """The target laid out as the outputs (TG [W, O], float32) and, for softmax, per step and
-    joint sum_k p log p (log clamped at 1e-30 as the reference) and sum_k p. For softmax joints
-    all three carry the step's weight mask [W, D] (0 = not observed), so the output loss needs
-    no per-joint weights; tanh dimensions keep their value and are weighted in the loss."""
-    W, D = PLOGP.shape
-    if not softmax:
+def _target_prep(softmax, tgt, mask, offs, nbins, col0, stride, PLOGP, PSUM, TG, MASK):
+    """One window's target tgt [W, D, Kt] and weights mask [W, D] laid out as `_output_loss` takes
+    them, step t in column col0 + t * stride (the batched kernels interleave windows): TG [O, R]
+    (float32) the target as the outputs, MASK [D, R] the weights and, for softmax, PLOGP / PSUM
+    [D, R] per joint sum_k p log p (log clamped at 1e-30 as the reference) and sum_k p. For softmax
+    joints all three carry the step's weight (0 = not observed), so the output loss needs no
+    per-joint weights; tanh dimensions keep their value and are weighted in the loss. Columns not
+    written keep their zeros."""
+    W, D = mask.shape
+    Kt = tgt.shape[2]
+    if softmax:  # every bin's log in one vectorised pass
+        LG = np.empty(W * D * Kt)
+        LB = np.empty(W * D * Kt, np.int64)
         for t in range(W):
             for j in range(D):
-                TG[t, j] = tgt[t, j, 0]
-        return
+                for k in range(Kt):
+                    p = tgt[t, j, k]
+                    LG[(t * D + j) * Kt + k] = p if p > 1e-30 else 1e-30
+        _log64v(LG, W * D * Kt, LB)
     for t in range(W):
+        r = col0 + t * stride
+        for j in range(D):
+            MASK[j, r] = mask[t, j]
+        if not softmax:
+            for j in range(D):
+                TG[j, r] = tgt[t, j, 0]
+            continue
         for j in range(D):
             a = 0.0
             s = 0.0
             if nbins[j] == 1:  # a tanh dimension: its value, no distribution
-                TG[t, offs[j]] = tgt[t, j, 0]
-                PLOGP[t, j] = 0.0
-                PSUM[t, j] = 0.0
+                TG[offs[j], r] = tgt[t, j, 0]
+                PLOGP[j, r] = 0.0
+                PSUM[j, r] = 0.0
                 continue
             mj = mask[t, j]
+            lg = (t * D + j) * Kt
             for k in range(nbins[j]):
                 p = tgt[t, j, k]
-                TG[t, offs[j] + k] = mj * p
+                TG[offs[j] + k, r] = mj * p
                 if p != 0.0:
-                    a += p * (math.log(p) if p > 1e-30 else math.log(1e-30))
+                    a += p * LG[lg + k]
                 s += p
-            PLOGP[t, j] = mj * a
-            PSUM[t, j] = mj * s
+            PLOGP[j, r] = mj * a
+            PSUM[j, r] = mj * s
+
+
+@njit(cache=True)
+def _padded(rows):
+    """Columns of the output loss's arrays: rows rounded up to a multiple of 16 (whole vectors)."""
+    return (rows + 15) // 16 * 16
 
 
 @njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
@@ -527,23 +536,23 @@ def _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_o,
 
 @njit(cache=True)
 def _buffers(W, Z, Dsum, d1, O, D, dt):
-    """One window's activation and gradient buffers (see _forward / _backward for their use)."""
+    """One window's activation and gradient buffers (see _forward / _backward for their use; the
+    output loss's arrays have a column per step, padded)."""
+    Wp = _padded(W)
     return (np.empty((W + 1, Dsum), dt), np.empty((W + 1, Dsum), dt),  # H, Dd
             np.empty((W, Z)), np.empty((W, Z)), np.empty((W, Z)), np.empty((W, Z)),  # MUQ, LSQ, SQ, OKQ
             np.empty((W, Z)), np.empty((W, Z)), np.empty((W, Z)),  # MUP, LSP, OKP
-            np.empty((W, O), dt), np.empty((W, O), np.float32), np.empty((W, O), np.int32),  # RAW, XS, IB
+            np.empty((W, O), dt), np.empty((O, Wp), np.float32), np.empty((O, Wp), np.int32),  # RAW, XS, IB
             np.empty((W, O), dt), np.empty((W, d1), dt),  # GRAW, GDO
             np.empty((W, Z)), np.empty((W, Z)),  # GMU, GLS
-            np.zeros((W, D)), np.zeros((W, D)), np.empty((W, O), np.float32),  # PLOGP, PSUM, TG
-            np.empty(W))  # ROWREC
+            np.zeros((D, Wp)), np.zeros((D, Wp)), np.zeros((O, Wp), np.float32),  # PLOGP, PSUM, TG
+            np.empty(Wp), np.zeros((O, Wp), dt), np.empty((O, Wp), dt),  # ROWREC, RAWT, GRAWT
+            np.zeros((D, Wp)))  # MASK
 
 
 # ------------------------------------------------------------------------------------------------
 # batched windows: B windows advance together, so every product is matrix-matrix
 # ------------------------------------------------------------------------------------------------
-# from this many windows on, the batched kernels' per-step products go to BLAS (np.dot): below it
-# the call's overhead outweighs the faster inner kernel
-BLAS_MIN_ROWS = 8
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
@@ -600,10 +609,10 @@ def _mma(V, v0, X, x0, n_rows, Wm, n):
 
 
 @njit(cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
-def _mmt_rows(V, X, x0, n_rows, WmT):
-    """V[b, r] += sum_c WmT[r, c] X[x0 + b, c] (c < WmT.shape[1]): the product for few output
-    columns (a 7-joint output layer), where `_mma`'s rows would be too short to vectorise; four
-    rows of X per pass over WmT, sums over c reassociated so they vectorise."""
+def _mmt_cols(V, X, x0, n_rows, WmT):
+    """V[r, b] += sum_c WmT[r, c] X[x0 + b, c] (c < WmT.shape[1]): the output layer's product for few
+    output units (a 7-joint tanh output), one column per row of X, where `_mma`'s rows would be too
+    short to vectorise; four rows of X per pass over WmT, sums over c reassociated so they vectorise."""
     R, C = WmT.shape
     b = 0
     while b + 4 <= n_rows:
@@ -623,10 +632,10 @@ def _mmt_rows(V, X, x0, n_rows, WmT):
                 a1 += wc * g1[c]
                 a2 += wc * g2[c]
                 a3 += wc * g3[c]
-            V[b, r] += a0
-            V[b + 1, r] += a1
-            V[b + 2, r] += a2
-            V[b + 3, r] += a3
+            V[r, b] += a0
+            V[r, b + 1] += a1
+            V[r, b + 2] += a2
+            V[r, b + 3] += a3
         b += 4
     while b < n_rows:
         g0 = X[x0 + b]
@@ -635,8 +644,34 @@ def _mmt_rows(V, X, x0, n_rows, WmT):
             a0 = w[0] * 0
             for c in range(C):
                 a0 += w[c] * g0[c]
-            V[b, r] += a0
+            V[r, b] += a0
         b += 1
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy")
+def _log64v(x, n, ib):
+    """x[k] = log(x[k]) for k < n, x[k] positive, normal and finite, in float64: Cephes' log (the
+    mantissa m reduced to [sqrt(1/2), sqrt(2)), log(m) as m - 1 plus a [5/5] rational, ln 2 split in
+    two so the exponent's share is exact; within 1 ulp of libm) as pure arithmetic, so the loop
+    vectorises where libm log does not; ib: int64 scratch for the bits."""
+    bits = x.view(np.int64)
+    for k in range(n):
+        ib[k] = (bits[k] & np.int64(0x000FFFFFFFFFFFFF)) | np.int64(0x3FE0000000000000)  # m in [1/2, 1)
+    mv = ib.view(np.float64)
+    for k in range(n):
+        e = np.float64(((bits[k] >> np.int64(52)) & np.int64(0x7FF)) - np.int64(1022))
+        m = mv[k]
+        if m < 0.70710678118654752440:
+            e -= 1.0
+            f = m + m - 1.0
+        else:
+            f = m - 1.0
+        z = f * f
+        p = ((((1.01875663804580931796e-4 * f + 4.97494994976747001425e-1) * f + 4.70579119878881725854e0) * f
+              + 1.44989225341610930846e1) * f + 1.79368678507819816313e1) * f + 7.70838733755885391666e0
+        q = ((((f + 1.12873587189167450590e1) * f + 4.52279145837532221105e1) * f + 8.29875266912776603211e1) * f
+             + 7.11544750618563894466e1) * f + 2.31251620126765340583e1
+        x[k] = f + (f * (z * p / q) - e * 2.121944400546905827679e-4 - 0.5 * z) + e * 0.693359375
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
@@ -668,45 +703,40 @@ def _exp64v(x, n, ib):
 @njit(cache=True)
 def _batch_buffers(nb, W, Z, Dsum, d1, O, D, ncat, nq, dt):
     """Buffers of nb windows run together, time-major: row t*nb + j belongs to window j at step t
-    (H, Dd have W + 1 such blocks, the first the carried state)."""
+    (H, Dd have W + 1 such blocks, the first the carried state); the output loss's arrays (RAW, XS,
+    IB, GRAW; TG, PLOGP, PSUM, MASK) have a column per such row, padded with zero columns."""
     rows = W * nb
+    Rp = _padded(rows)
     return (np.empty(((W + 1) * nb, Dsum), dt), np.empty(((W + 1) * nb, Dsum), dt),  # H, Dd
             np.empty((nb, ncat), dt), np.empty((nb, Z), dt),  # P (products of d_{t-1}), ZB (z_t)
             np.empty((rows, Z)), np.empty((rows, Z)), np.empty((rows, Z)), np.empty((rows, Z)),  # MUQ LSQ SQ OKQ
             np.empty((rows, Z)), np.empty((rows, Z)), np.empty((rows, Z)), np.empty((rows, Z)),  # MUP LSP OKP INV2P
-            np.empty((rows, O), dt), np.empty((rows, O), np.float32), np.empty((rows, O), np.int32),  # RAW XS IB
-            np.empty((rows, O), dt), np.empty((rows, d1), dt),  # GRAW, GDO
-            np.zeros((rows, D)), np.zeros((rows, D)), np.empty((rows, O), np.float32),  # PLOGP, PSUM, TG
-            np.zeros((rows, D)), np.empty(rows),  # MASK, ROWREC
+            np.zeros((O, Rp), dt), np.empty((O, Rp), np.float32), np.empty((O, Rp), np.int32),  # RAW XS IB
+            np.empty((O, Rp), dt), np.zeros((Rp, d1), dt),  # GRAW, GDO
+            np.zeros((D, Rp)), np.zeros((D, Rp)), np.zeros((O, Rp), np.float32),  # PLOGP, PSUM, TG
+            np.zeros((D, Rp)), np.empty(Rp),  # MASK, ROWREC
             np.empty((nb, Dsum), dt), np.empty((nb, Dsum), dt), np.empty((nb, Dsum), dt),  # GD, GC, GU
             np.empty((nb, Dsum + Z), dt), np.empty((nb, nq), dt),  # G1, GQ
-            np.empty((rows, Z)), np.empty((rows, Z)), np.empty(nb))  # GMU, GLS, LOSS
+            np.empty((rows, Z)), np.empty((rows, Z)), np.empty(nb),  # GMU, GLS, LOSS
+            np.zeros((Rp, d1), dt))  # DX: the first layer's d of every row, contiguous
 
 
 @njit(cache=True)
 def _batch_targets(b0, nb, softmax, tgt, mask, offs, nbins, TG, PLOGP, PSUM, MASK):
     """Targets and masks of windows b0 .. b0+nb-1 in the time-major row order."""
-    _, W, D = mask.shape
-    O = TG.shape[1]
-    pl, ps, tg = np.zeros((W, D)), np.zeros((W, D)), np.zeros((W, O), np.float32)
     for j in range(nb):
-        _target_prep(softmax, tgt[b0 + j], mask[b0 + j], offs, nbins, pl, ps, tg)
-        for t in range(W):
-            r = t * nb + j
-            TG[r] = tg[t]
-            PLOGP[r] = pl[t]
-            PSUM[r] = ps[t]
-            MASK[r] = mask[b0 + j, t]
+        _target_prep(softmax, tgt[b0 + j], mask[b0 + j], offs, nbins, j, nb, PLOGP, PSUM, TG, MASK)
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
 def _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, b0, nb, k, amu, als, use_eps, eps,
                    lmin, lmax, first_unit, softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
                    H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, PLOGP, PSUM,
-                   ROWREC, LOSS, need_grad):
+                   ROWREC, DX, LOSS, need_grad):
     """`_forward` for windows b0 .. b0+nb-1 at once (rows 0..nb-1 of H, Dd: their carried state,
     set by the caller); LOSS[j] = window b0+j's loss. One product per step serves the recurrence,
-    the prior and the posterior: P = d_{t-1} [W_rec | W_p | W_q] + [b_h | b_p | b_q]."""
+    the prior and the posterior: P = d_{t-1} [W_rec | W_p | W_q] + [b_h | b_p | b_q]. The output
+    layer then runs once over every row, into RAW with a column per row (`_output_loss`'s layout)."""
     W = amu.shape[1]
     Z, Dsum = W_zd.shape
     d1, O = W_o.shape
@@ -800,22 +830,24 @@ def _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, b0, nb, k
                 hn[c] = hv
                 dn[c] = _tanh32(hv)
     rows = W * nb
+    Rp = RAW.shape[1]
     if blas or O >= 16:  # one product over every row: BLAS, also for a single window's W rows
-        DX = np.empty((rows, d1), Dd.dtype)  # the first layer's d, contiguous for BLAS
-        for r in range(rows):
+        for r in range(rows):  # the first layer's d, contiguous for BLAS (padding rows stay 0)
             src = Dd[nb + r]
             dst = DX[r]
             for c in range(d1):
                 dst[c] = src[c]
-        np.dot(DX, W_o, RAW)
-        for r in range(rows):
-            for o in range(O):
-                RAW[r, o] += b_o[o]
+        np.dot(W_oT, DX.T, RAW)  # one column per row
+        for o in range(O):
+            bo = b_o[o]
+            for r in range(Rp):
+                RAW[o, r] += bo
     else:
-        for r in range(rows):
-            for o in range(O):
-                RAW[r, o] = b_o[o]
-        _mmt_rows(RAW, Dd, nb, rows, W_oT)
+        for o in range(O):
+            bo = b_o[o]
+            for r in range(Rp):
+                RAW[o, r] = bo
+        _mmt_cols(RAW, Dd, nb, rows, W_oT)
     _output_loss(softmax, RAW, XS, IB, TG, MASK, offs, nbins, PLOGP, PSUM, GRAW, need_grad, ROWREC)
     for r in range(rows):
         LOSS[r % nb] += ROWREC[r]
@@ -834,12 +866,17 @@ def _backward_batch(M1, M2, W_oT, inv_tau, has_q, b0, nb, k, use_eps, eps, first
     n1 = M1.shape[1]
     blas = nb >= BLAS_MIN_ROWS
     if blas or O >= 16:
-        np.dot(GRAW, W_oT, GDO)
+        np.dot(GRAW.T, W_oT, GDO)  # GRAW has a column per row
     else:
-        for r in range(GDO.shape[0]):
+        for r in range(W * nb):
+            gdo = GDO[r]
             for c in range(d1):
-                GDO[r, c] = 0.0
-        _mma(GDO, 0, GRAW, 0, GDO.shape[0], W_oT, O)
+                gdo[c] = 0.0
+            for o in range(O):
+                g = GRAW[o, r]
+                w = W_oT[o]
+                for c in range(d1):
+                    gdo[c] += g * w[c]
     for j in range(nb):
         for c in range(Dsum):
             GD[j, c] = 0.0
@@ -930,7 +967,7 @@ def _regress_batch(b0, b1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, 
     Dsum = W_zd.shape[1]
     d1, O = W_o.shape
     (H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, GDO, PLOGP, PSUM, TG, MASK, ROWREC,
-     GD, GC, GU, G1, GQ, GMU, GLS, LOSS) = _batch_buffers(nb, W, Z, Dsum, d1, O, mask.shape[2], W_cat.shape[1],
+     GD, GC, GU, G1, GQ, GMU, GLS, LOSS, DX) = _batch_buffers(nb, W, Z, Dsum, d1, O, mask.shape[2], W_cat.shape[1],
                                                           M2.shape[0], W_zd.dtype)
     _batch_targets(b0, nb, softmax, tgt, mask, offs, nbins, TG, PLOGP, PSUM, MASK)
     for j in range(nb):
@@ -943,7 +980,7 @@ def _regress_batch(b0, b1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, 
         _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, b0, nb, k, a_mu, a_ls, use_eps, eps,
                        lmin, lmax, first_unit, softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
                        H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC,
-                       LOSS, True)
+                       DX, LOSS, True)
         for j in range(nb):
             b = b0 + j
             losses[k, b] = LOSS[j]
@@ -975,7 +1012,7 @@ def _regress_batch(b0, b1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, 
         _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, b0, nb, K - 1, a_mu, a_ls, use_eps, eps,
                        lmin, lmax, first_unit, softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
                        H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC,
-                       LOSS, False)
+                       DX, LOSS, False)
         for j in range(nb):
             b = b0 + j
             if LOSS[j] < best[j]:
@@ -1006,7 +1043,7 @@ def _grad_batch(W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, has_q, h0, 
     Dsum = W_zd.shape[1]
     d1, O = W_o.shape
     (H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, GDO, PLOGP, PSUM, TG, MASK, ROWREC,
-     GD, GC, GU, G1, GQ, GMU, GLS, LOSS) = _batch_buffers(B, W, Z, Dsum, d1, O, mask.shape[2], W_cat.shape[1],
+     GD, GC, GU, G1, GQ, GMU, GLS, LOSS, DX) = _batch_buffers(B, W, Z, Dsum, d1, O, mask.shape[2], W_cat.shape[1],
                                                           M2.shape[0], W_zd.dtype)
     _batch_targets(0, B, softmax, tgt, mask, offs, nbins, TG, PLOGP, PSUM, MASK)
     for j in range(B):
@@ -1016,7 +1053,7 @@ def _grad_batch(W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, has_q, h0, 
     _forward_batch(W_cat, b_cat, W_zd, inv_tau, W_o, W_oT, b_o, has_q, 0, B, 0, a_mu, a_ls, use_eps, eps,
                    lmin, lmax, first_unit, softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
                    H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC,
-                   LOSS, True)
+                   DX, LOSS, True)
     _backward_batch(M1, M2, W_oT, inv_tau, has_q, 0, B, 0, use_eps, eps, first_unit, kl_w, kl_w1,
                     Dd, MUQ, SQ, OKQ, MUP, INV2P, OKP, GRAW, GDO, GD, GC, GU, G1, GQ, GMU, GLS)
     for j in range(B):
@@ -1034,15 +1071,17 @@ def _grad(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b
     """Window loss [B] and its gradient w.r.t. A (no update): the testing hook for the BPTT."""
     B, W, Z = a_mu.shape
     (H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, GDO, _, _, PLOGP,
-     PSUM, TG, ROWREC) = _buffers(W, Z, W_rec.shape[0], W_o.shape[0], W_o.shape[1], mask.shape[2], W_rec.dtype)
+     PSUM, TG, ROWREC, RAWT, GRAWT, MASK) = _buffers(W, Z, W_rec.shape[0], W_o.shape[0], W_o.shape[1],
+                                                      mask.shape[2], W_rec.dtype)
     dummy = np.zeros((W, Z))
     for b in range(B):
-        _target_prep(softmax, tgt[b], mask[b], offs, nbins, PLOGP, PSUM, TG)
+        _target_prep(softmax, tgt[b], mask[b], offs, nbins, 0, 1, PLOGP, PSUM, TG, MASK)
         ek = eps[b] if use_eps else dummy
         losses[b] = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                              h0[b], d0[b], a_mu[b], a_ls[b], use_eps, ek, lmin, lmax, first_unit,
-                             softmax, TG, mask[b], offs, nbins, kl_w, kl_w1,
-                             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC, True)
+                             softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
+                             H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, RAWT, XS, IB, GRAW, GRAWT, PLOGP, PSUM,
+                             ROWREC, True)
         _backward(W_recT, W_zd, inv_tau, W_pT, has_q, W_qT, W_o, use_eps, ek, first_unit,
                   kl_w, kl_w1, Dd, MUQ, SQ, OKQ, MUP, LSP, OKP, GRAW, GDO, g_mu[b], g_ls[b])
 
@@ -1059,12 +1098,13 @@ def _window_pass(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
     Dsum = W_rec.shape[0]
     d1, O = W_o.shape
     (_, _, _, LSQ, SQ, OKQ, MUP, LSP, OKP, _, XS, IB, GRAW, _, _, _, PLOGP,
-     PSUM, TG, ROWREC) = _buffers(W, Z, Dsum, d1, O, mask.shape[2], W_rec.dtype)
-    _target_prep(softmax, tgt[0], mask[0], offs, nbins, PLOGP, PSUM, TG)
+     PSUM, TG, ROWREC, RAWT, GRAWT, MASK) = _buffers(W, Z, Dsum, d1, O, mask.shape[2], W_rec.dtype)
+    _target_prep(softmax, tgt[0], mask[0], offs, nbins, 0, 1, PLOGP, PSUM, TG, MASK)
     loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                     h0[0], d0[0], a_mu[0], a_ls[0], False, MUQ, lmin, lmax, first_unit,
-                    softmax, TG, mask[0], offs, nbins, kl_w, kl_w1,
-                    H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, XS, IB, GRAW, PLOGP, PSUM, ROWREC, False)
+                    softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
+                    H, Dd, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, RAW, RAWT, XS, IB, GRAW, GRAWT, PLOGP, PSUM, ROWREC,
+                    False)
     for t in range(W):
         for i in range(Z):
             dm = MUQ[t, i] - MUP[t, i]
@@ -1072,38 +1112,40 @@ def _window_pass(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
     for c in range(2 * Z):
         PRE[c] = b_p[c]
     _mva(PRE, Dd[W], W_p, Dsum)
+    # the S rollouts advance together (one product per step for all of them); the output layer
+    # runs once over every rollout step at the end
     S, P, _ = ROLL.shape
-    h = np.empty(Dsum, W_rec.dtype)
-    d = np.empty(Dsum, W_rec.dtype)
-    u = np.empty(Dsum, W_rec.dtype)
-    q = np.empty(2 * Z, W_rec.dtype)
-    z = np.empty(Z, W_rec.dtype)
+    dt = W_rec.dtype
+    HS = np.empty((S, Dsum), dt)
+    DS = np.empty((S, Dsum), dt)
+    US = np.empty((S, Dsum), dt)
+    QS = np.empty((S, 2 * Z), dt)
+    ZS = np.empty((S, Z), dt)
+    DOUT = np.empty((S * P, d1), dt)
     for s in range(S):
         for c in range(Dsum):
-            h[c] = H[W, c]
-            d[c] = Dd[W, c]
-        for p in range(P):
-            for c in range(2 * Z):
-                q[c] = b_p[c]
-            _mva(q, d, W_p, Dsum)
+            HS[s, c] = H[W, c]
+            DS[s, c] = Dd[W, c]
+    for p in range(P):
+        _times_plus(QS, DS, W_p, b_p)
+        for s in range(S):
             for i in range(Z):
-                mu = _tanh(q[i])
+                mu = _tanh(QS[s, i])
                 if use_noise:
-                    ls, _ = _clamp_ok(q[Z + i], lmin, lmax)
-                    z[i] = mu + math.exp(ls) * noise[s, p, i]
+                    ls, _ = _clamp_ok(QS[s, Z + i], lmin, lmax)
+                    ZS[s, i] = mu + math.exp(ls) * noise[s, p, i]
                 else:
-                    z[i] = mu
+                    ZS[s, i] = mu
+        _times_plus(US, DS, W_rec, b_h)
+        _mma(US, 0, ZS, 0, S, W_zd, Z)
+        for s in range(S):
             for c in range(Dsum):
-                u[c] = b_h[c]
-            _mva(u, d, W_rec, Dsum)
-            _mva(u, z, W_zd, Z)
-            for c in range(Dsum):
-                h[c] += inv_tau[c] * (u[c] - h[c])
-                d[c] = _tanh32(h[c])
-            r = ROLL[s, p]
-            for o in range(O):
-                r[o] = b_o[o]
-            _mva(r, d, W_o, d1)
+                hv = HS[s, c] + inv_tau[c] * (US[s, c] - HS[s, c])
+                HS[s, c] = hv
+                DS[s, c] = _tanh32(hv)
+            for c in range(d1):
+                DOUT[s * P + p, c] = DS[s, c]
+    _output_rows(DOUT, W_o, b_o, ROLL.reshape(S * P, O))
     return loss
 
 

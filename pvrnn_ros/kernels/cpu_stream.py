@@ -19,6 +19,7 @@ import types
 
 import numpy as np
 import torch
+from . import _kernel_cache  # noqa: F401  (before any cached kernel: one stamp for all kernel sources)
 from numba import njit
 
 from . import cpu
@@ -43,12 +44,13 @@ def _stream_tick(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
                  slide, new_tgt, new_mask, new_mu, new_ls, next_h, next_d, zero_z,
                  adam_reset, step0, K, lr, b1, b2, adam_eps, use_eps, eps, lmin, lmax, first_unit,
                  softmax, offs, nbins, kl_w, kl_w1, keep_best, losses, best_mu, best_ls, best_iter,
-                 noise, use_noise, H, Dd, MUQ, RAW, KLU, PRE, ROLL):
+                 noise, use_noise, H, Dd, MUQ, RAW, KLU, PRE, ROLL, kinds, units, refs, DEC, DEC_ROLL):
     """One tick (weights: `_Prepared.weights()`, then the batched kernels' W_cat, b_cat, M1, M2,
     W_oT). slide: drop the window's oldest step and append (new_tgt, new_mask, new_mu, new_ls, zero
     Adam moments), starting from (next_h, next_d), the state after the old window's
-    first step. Then K iterations, keep_best, the final pass and the rollouts; next_h / next_d
-    receive the state after the new window's first step. Returns the final pass's free energy."""
+    first step. Then K iterations, keep_best, the final pass and the rollouts, decoded into DEC [W, D]
+    and DEC_ROLL [S * P, D]; next_h / next_d receive the state after the new window's first step.
+    Returns the final pass's free energy."""
     if slide:
         _shift_rows(tgt, new_tgt)
         _shift_rows(mask, new_mask)
@@ -75,6 +77,9 @@ def _stream_tick(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
                             kl_w1, noise, use_noise, H, Dd, MUQ, RAW, KLU, PRE, ROLL)
     next_h[:] = H[1]
     next_d[:] = Dd[1]
+    _decode_rows(RAW, kinds, units, nbins, refs, DEC)
+    S, P, O = ROLL.shape
+    _decode_rows(ROLL.reshape(S * P, O), kinds, units, nbins, refs, DEC_ROLL)
     return loss
 
 
@@ -111,31 +116,49 @@ def _encode_row(x, kinds, nbins, refs, sigma, out):
                 out[j, k] /= total
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _decode_rows(raw, kinds, offs, nbins, refs, out):
     """`Coding.decode` of raw [N, O] into out [N, D]: a softmax dimension's expected bin value,
-    a tanh one's tanh, a categorical one's most probable class (the first, on ties)."""
+    a tanh one's tanh, a categorical one's most probable class (the first, on ties). The exps of a
+    row's softmax dimensions, each shifted by its max bin, run as one vectorised float32 pass."""
     N, D = out.shape
+    O = raw.shape[1]
+    x = np.zeros(O, np.float32)
+    e = np.empty(O, np.float32)
+    ib = np.empty(O, np.int32)
+    any_softmax = False
+    for j in range(D):
+        any_softmax = any_softmax or kinds[j] == _SOFTMAX
     for r in range(N):
+        row = raw[r]
+        if any_softmax:
+            for j in range(D):
+                if kinds[j] != _SOFTMAX:
+                    continue
+                o = offs[j]
+                best = row[o]
+                for k in range(1, nbins[j]):
+                    best = row[o + k] if row[o + k] > best else best
+                for k in range(nbins[j]):
+                    x[o + k] = row[o + k] - best
+            cpu._expv(x, e, ib, O)
         for j in range(D):
             o = offs[j]
             if kinds[j] == _TANH:
-                out[r, j] = math.tanh(raw[r, o])
-                continue
-            best, arg = -np.inf, 0
-            for k in range(nbins[j]):
-                if raw[r, o + k] > best:
-                    best, arg = raw[r, o + k], k
-            if kinds[j] == _CATEGORICAL:
+                out[r, j] = cpu._tanh(row[o])
+            elif kinds[j] == _CATEGORICAL:
+                best, arg = row[o], 0
+                for k in range(1, nbins[j]):
+                    if row[o + k] > best:
+                        best, arg = row[o + k], k
                 out[r, j] = arg
-                continue
-            total = 0.0
-            value = 0.0
-            for k in range(nbins[j]):
-                e = math.exp(raw[r, o + k] - best)
-                total += e
-                value += e * refs[j, k]
-            out[r, j] = value / total
+            else:
+                total = 0.0
+                value = 0.0
+                for k in range(nbins[j]):
+                    total += e[o + k]
+                    value += e[o + k] * refs[j, k]
+                out[r, j] = value / total
 
 
 class StreamTick:
@@ -213,6 +236,8 @@ class CpuStream:
         self.KLU = np.empty((W, self.Z))
         self.PRE = np.zeros(2 * self.Z, dt)  # read (copied) at the start of the tick that reallocates
         self.ROLL = np.empty((S, P, self.O), dt)
+        self.DEC = np.empty((W, self.D))  # the decoded window and rollouts (normalised values)
+        self.DEC_ROLL = np.empty((S * P, self.D))
 
     def code_target(self, x: np.ndarray) -> np.ndarray:
         """One normalised observation [D] -> its target [D, Kt] (as `Coding.target`)."""
@@ -278,17 +303,13 @@ class CpuStream:
             use_eps, eps if use_eps else np.zeros((1, 1, 1, 1)), p.lmin, p.lmax, bool(self.at_stream_start),
             p.softmax, p.offs, p.nbins, self.kl_w, self.kl_w1, keep, losses, best_mu, best_ls,
             np.zeros(1, dtype=np.int64), noise if noise is not None else np.zeros((1, horizon, Z)),
-            noise is not None, self.H, self.Dd, self.MUQ, self.RAW, self.KLU, self.PRE, self.ROLL)
+            noise is not None, self.H, self.Dd, self.MUQ, self.RAW, self.KLU, self.PRE, self.ROLL,
+            self.kinds, self.units, self.refs, self.DEC, self.DEC_ROLL)
         self.adam_step += K
         self.has_next = True
         kl_by_layer = np.add.reduceat(self.KLU.sum(0), self._layer_starts) / self._z_sizes
-        decoded = np.empty((W, self.D))
-        decoded_rollouts = np.empty((S, horizon, self.D))
-        _decode_rows(self.RAW, self.kinds, self.units, p.nbins, self.refs, decoded)
-        _decode_rows(self.ROLL.reshape(S * horizon, self.O), self.kinds, self.units, p.nbins, self.refs,
-                     decoded_rollouts.reshape(S * horizon, self.D))
-        return StreamTick(self.RAW, self.ROLL, decoded, decoded_rollouts, float(loss), kl_by_layer,
-                          self.MUQ[-1].copy(), losses[:, 0].copy())
+        return StreamTick(self.RAW, self.ROLL, self.DEC, self.DEC_ROLL.reshape(S, horizon, self.D), float(loss),
+                          kl_by_layer, self.MUQ[-1].copy(), losses[:, 0].copy())
 
 
 def warmup() -> None:

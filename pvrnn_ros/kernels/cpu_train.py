@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from . import _kernel_cache  # noqa: F401  (before any cached kernel: one stamp for all kernel sources)
 from numba import njit
 
 from pvrnn_ros.core.model import FlatWeights

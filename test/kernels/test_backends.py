@@ -82,8 +82,8 @@ def test_cpu_keep_best_picks_per_window(cpu):
 
 
 def test_cpu_softmax_joint_far_below_the_others(cpu):
-    """One joint's logits 200 above the rest: the others underflow against the row's max and take
-    the per-joint path; the result must still equal the reference."""
+    """One joint's logits 200 above the rest: against one shift per step the others would underflow;
+    each joint is shifted by its own max bin, so the result must still equal the reference."""
     model = random_model(output="softmax", n_joints=4, seed=6)
     with torch.no_grad():
         model.out.bias[: model.coding.bins[0]] += 200.0
