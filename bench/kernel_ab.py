@@ -26,6 +26,8 @@ PAIRS = (("d", "c"), ("i", "g"), ("j", "h"))  # batched case, its B = 1 case
 def _old_module(rev: str):
     src = subprocess.run(["git", "show", f"{rev}:pvrnn_ros/kernels/cpu.py"], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout
+    # the copy lives outside the package: its relative imports point back into it
+    src = src.replace("from . import ", "from pvrnn_ros.kernels import ")
     folder = Path(tempfile.mkdtemp(prefix="pvrnn_kernel_ab_"))
     path = folder / "cpu_rev.py"
     path.write_text(src)
