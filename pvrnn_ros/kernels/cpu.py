@@ -149,28 +149,11 @@ def _mva(v, x, W, n):
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy")
-def _output_rows(X, W_o, b_o, OUT):
-    """OUT[r] = b_o + X[r] @ W_o for every row of X [N, d1] (contiguous): one BLAS product once the
-    output layer is wide (a softmax output) or the rows many, else one blocked matrix-vector product
-    per row (a 7-joint tanh output)."""
-    N, O = OUT.shape
-    if O >= 16 or N >= BLAS_MIN_ROWS:
-        np.dot(X, W_o, OUT)
-        for r in range(N):
-            for o in range(O):
-                OUT[r, o] += b_o[o]
-    else:
-        for r in range(N):
-            for o in range(O):
-                OUT[r, o] = b_o[o]
-        _mma(OUT, 0, X, 0, N, W_o, W_o.shape[0])
-
-
-@njit(cache=True, fastmath=_FM, error_model="numpy")
-def _times_plus(V, X, Wm, bias):
-    """V = X @ Wm + bias for every row of X (contiguous), through BLAS from BLAS_MIN_ROWS rows on."""
+def _times_plus(V, X, Wm, bias, use_blas):
+    """V = X @ Wm + bias for every row of X (contiguous): one BLAS product when use_blas, else the
+    blocked in-house kernel (for few rows and narrow outputs BLAS's call costs more than it saves)."""
     N, C = V.shape
-    if N >= BLAS_MIN_ROWS:
+    if use_blas:
         np.dot(X, Wm, V)
         for r in range(N):
             for c in range(C):
@@ -190,8 +173,8 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
              need_grad):
     """One window's forward pass; fills the activation buffers, RAW [W, O] (output pre-activations;
     RAWT the same one column per step, for `_output_loss`) and, when need_grad, GRAW (dL/draw)
-    and returns the window loss (targets and weights as `_target_prep` lays them out). Dd[t] / H[t] hold d_{t-1} / h_{t-1} (row 0 =
-    carried state). The recurrence runs first; the output layer, which nothing feeds back from,
+    and returns the window loss (targets and weights as `_target_prep` lays them out). Dd[t] /
+    H[t] hold d_{t-1} / h_{t-1} (row 0 = carried state). The recurrence runs first; the output layer, which nothing feeds back from,
     then runs over all W steps at once."""
     W, Z = amu.shape
     Dsum = W_rec.shape[0]
@@ -263,7 +246,7 @@ def _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
     for t in range(W):
         for c in range(d1):
             DX[t, c] = Dd[t + 1, c]
-    _output_rows(DX, W_o, b_o, RAW)
+    _times_plus(RAW, DX, W_o, b_o, O >= 16 or W >= BLAS_MIN_ROWS)  # wide softmax outputs: BLAS
     for t in range(W):
         for o in range(O):
             RAWT[o, t] = RAW[t, o]
@@ -713,8 +696,8 @@ def _batch_buffers(nb, W, Z, Dsum, d1, O, D, ncat, nq, dt):
             np.empty((nb, ncat), dt), np.empty((nb, Z), dt),  # P (products of d_{t-1}), ZB (z_t)
             np.empty((rows, Z)), np.empty((rows, Z)), np.empty((rows, Z)), np.empty((rows, Z)),  # MUQ LSQ SQ OKQ
             np.empty((rows, Z)), np.empty((rows, Z)), np.empty((rows, Z)), np.empty((rows, Z)),  # MUP LSP OKP INV2P
-            np.zeros((O, Rp), dt), np.empty((O, Rp), np.float32), np.empty((O, Rp), np.int32),  # RAW XS IB
-            np.empty((O, Rp), dt), np.zeros((Rp, d1), dt),  # GRAW, GDO
+            np.empty((O, Rp), dt), np.empty((O, Rp), np.float32), np.empty((O, Rp), np.int32),  # RAW XS IB
+            np.empty((O, Rp), dt), np.empty((Rp, d1), dt),  # GRAW, GDO
             np.zeros((D, Rp)), np.zeros((D, Rp)), np.zeros((O, Rp), np.float32),  # PLOGP, PSUM, TG
             np.zeros((D, Rp)), np.empty(Rp),  # MASK, ROWREC
             np.empty((nb, Dsum), dt), np.empty((nb, Dsum), dt), np.empty((nb, Dsum), dt),  # GD, GC, GU
@@ -1131,7 +1114,7 @@ def _window_pass(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
             HS[s, c] = H[W, c]
             DS[s, c] = Dd[W, c]
     for p in range(P):
-        _times_plus(QS, DS, W_p, b_p)
+        _times_plus(QS, DS, W_p, b_p, S >= BLAS_MIN_ROWS)
         for s in range(S):
             for i in range(Z):
                 mu = _tanh(QS[s, i])
@@ -1140,7 +1123,7 @@ def _window_pass(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
                     ZS[s, i] = mu + math.exp(ls) * noise[s, p, i]
                 else:
                     ZS[s, i] = mu
-        _times_plus(US, DS, W_rec, b_h)
+        _times_plus(US, DS, W_rec, b_h, S >= BLAS_MIN_ROWS)
         _mma(US, 0, ZS, 0, S, W_zd, Z)
         for s in range(S):
             for c in range(Dsum):
@@ -1149,7 +1132,7 @@ def _window_pass(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
                 DS[s, c] = _tanh32(hv)
             for c in range(d1):
                 DOUT[s * P + p, c] = DS[s, c]
-    _output_rows(DOUT, W_o, b_o, ROLL.reshape(S * P, O))
+    _times_plus(ROLL.reshape(S * P, O), DOUT, W_o, b_o, O >= 16 or S * P >= BLAS_MIN_ROWS)
     return loss
 
 
