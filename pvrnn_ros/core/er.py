@@ -162,22 +162,29 @@ class ErrorRegression:
         if obs.shape[0] != self.n_joints:
             raise ValueError(f"observation has {obs.shape[0]} values, expected {self.n_joints} "
                              f"(joints {self.trained.joint_names})")
+        finite = np.isfinite(obs)
+        if finite.all():  # the common case, in as few numpy calls as a tick can afford
+            norm = self.trained.normalizer.normalize(obs)
+        else:
+            norm = self.trained.normalizer.normalize(np.where(finite, obs, 0.0))
+            norm[~finite] = 0.0
+        # far outside the training range tanh cannot reach it anyway; clamping keeps the loss bounded
+        np.clip(norm, -1.5, 1.5, out=norm)
+        observed = finite.astype(np.float64)
+        if not modalities and not self.layout.modalities:
+            return norm, observed
         modalities = dict(modalities or {})
         unknown = sorted(set(modalities) - set(self.layout.names))
         if unknown:
             raise ValueError(f"observation has modality {unknown[0]!r}, but the model learned "
                              f"{', '.join(['joints'] + self.layout.names)}")
-        finite = np.isfinite(obs)
-        norm = np.where(finite, self.trained.normalizer.normalize(np.where(finite, obs, 0.0)), 0.0)
         values = {k: ([v] if isinstance(v, str) or v is None else np.asarray(v, dtype=np.float64).reshape(1, -1))
                   for k, v in modalities.items()}
         extra, seen = self.layout.encode(values, 1)
-        norm = np.concatenate([norm, extra[0]])
-        observed = np.concatenate([finite.astype(np.float64), seen[0]])
-        # far outside the training range tanh cannot reach it anyway; clamping keeps the loss bounded
-        # (categorical dimensions hold class indices)
-        norm = np.where(self._continuous, np.clip(norm, -1.5, 1.5), norm)
-        return norm, observed
+        extra = extra[0]
+        # categorical dimensions hold class indices: not clamped
+        extra = np.where(self._continuous[self.n_joints:], np.clip(extra, -1.5, 1.5), extra)
+        return np.concatenate([norm, extra]), np.concatenate([observed, seen[0]])
 
     @torch.no_grad()
     def step(self, obs: np.ndarray, modalities: dict | None = None) -> ERTick:
@@ -290,16 +297,44 @@ class ErrorRegression:
         t = stream.step(norm, observed * weights, cfg.slide_init, K, cfg.lr, cfg.adam_reset, cfg.keep_best,
                         eps, noise, cfg.horizon)
         self.ticks += 1
+        sampled = noise is not None
+        joints = stream.joint_report(t, self.n_joints, cfg.residual_decay, cfg.residual_velocity,
+                                     self.trained.normalizer, sampled)
         return self._report(t.raw, t.rollout_raw, t.decoded, t.decoded_rollouts, t.free_energy, t.kl_by_layer,
-                            t.mu_q_last, stream.obs, stream.observed, t.losses, K, noise is not None)
+                            t.mu_q_last, stream.obs, stream.observed, t.losses, K, sampled, joints)
 
     def _report(self, raw: np.ndarray, rollout_raw: np.ndarray, decoded: np.ndarray, decoded_rollouts: np.ndarray,
                 free_energy: float, kl_by_layer: np.ndarray, mu_q_last: np.ndarray, obs: np.ndarray,
-                mask: np.ndarray, losses: np.ndarray, K: int, sampled: bool) -> ERTick:
+                mask: np.ndarray, losses: np.ndarray, K: int, sampled: bool, joints: tuple | None = None) -> ERTick:
         """The tick's report from its final pass (numpy): raw [W, O] and rollout_raw [S, P, O]
         output pre-activations, decoded [W, D] and decoded_rollouts [S, P, D] (normalised), the
-        window's observations and mask [W, D]."""
+        window's observations and mask [W, D]; joints: `_joint_report`'s result if already computed
+        (the compiled tick's own)."""
         model = self.model
+        if joints is None:
+            joints = self._joint_report(decoded, decoded_rollouts, obs, mask, sampled)
+        prediction, spread, reconstruction, mse = joints
+        n = obs.shape[0]
+        offsets = self._z_offsets
+        return ERTick(
+            prediction=prediction,
+            spread=spread,
+            reconstruction_error=mse,
+            kl_per_layer=(kl_by_layer / n).tolist(),
+            free_energy=free_energy,
+            latent_means=[mu_q_last[offsets[i]:offsets[i + 1]] for i in range(len(model.z_sizes))],
+            losses=losses,
+            window=n,
+            iterations=K,
+            modalities=self._modality_estimates(raw, rollout_raw, mask, decoded, decoded_rollouts),
+            reconstruction=reconstruction,
+        )
+
+    def _joint_report(self, decoded: np.ndarray, decoded_rollouts: np.ndarray, obs: np.ndarray, mask: np.ndarray,
+                      sampled: bool) -> tuple:
+        """(prediction [P, J], spread [P, J] or None, the newest step's reconstruction [J], raw
+        units, and the window's reconstruction MSE, normalised) of the joints; compiled for the
+        stream as `kernels.cpu_stream.joint_report`."""
         J = self.n_joints
         rollouts = decoded_rollouts[..., :J]
         if self.cfg.residual_decay > 0:
@@ -314,21 +349,7 @@ class ErrorRegression:
             prediction = samples[0]  # the prior's mean path
         m = mask[:, :J] > 0  # the joints' error, normalised units
         mse = float(np.where(m, (decoded[:, :J] - obs[:, :J]) ** 2, 0.0).sum() / max(1, int(m.sum())))
-        n = obs.shape[0]
-        offsets = self._z_offsets
-        return ERTick(
-            prediction=prediction,
-            spread=spread,
-            reconstruction_error=mse,
-            kl_per_layer=(kl_by_layer / n).tolist(),
-            free_energy=free_energy,
-            latent_means=[mu_q_last[offsets[i]:offsets[i + 1]] for i in range(len(model.z_sizes))],
-            losses=losses,
-            window=n,
-            iterations=K,
-            modalities=self._modality_estimates(raw, rollout_raw, mask, decoded, decoded_rollouts),
-            reconstruction=self.trained.normalizer.denormalize(decoded[-1, :J]),
-        )
+        return prediction, spread, self.trained.normalizer.denormalize(decoded[-1, :J]), mse
 
     def _residual_correction(self, decoded: np.ndarray, obs: np.ndarray, mask: np.ndarray, horizon: int) -> np.ndarray:
         """[P, J] added to the predicted joints (normalised units), er.residual_decay/_velocity:

@@ -287,13 +287,21 @@ def _output_loss(softmax, RAW, XS, IB, TG, MASK, offs, nbins, PLOGP, PSUM, GRAW,
         # rec_tj = m_tj (sum_k p_k log p_k - sum_k p_k x_k + (sum_k p_k) log sum_k e^x_k), the mask m
         # folded into the target (PLOGP, PSUM, TG), x = raw - (the joint's max at that step): its max
         # bin gives e^0 = 1, so the sum neither overflows nor underflows
+        # The running max and sums over a joint's bins are kept in memory, and the store-to-load
+        # chain through them bounded these loops for short columns: four bins per pass.
         MX = np.empty(R, RAW.dtype)
         for j in range(D):
             off = offs[j]
             end = off + nbins[j]
             for r in range(R):
                 MX[r] = RAW[off, r]
-            for k in range(off + 1, end):
+            k = off + 1
+            while k + 4 <= end:
+                for r in range(R):
+                    m = max(max(RAW[k, r], RAW[k + 1, r]), max(RAW[k + 2, r], RAW[k + 3, r]))
+                    MX[r] = m if m > MX[r] else MX[r]
+                k += 4
+            for k in range(k, end):
                 for r in range(R):
                     v = RAW[k, r]
                     MX[r] = v if v > MX[r] else MX[r]
@@ -307,14 +315,25 @@ def _output_loss(softmax, RAW, XS, IB, TG, MASK, offs, nbins, PLOGP, PSUM, GRAW,
             end = off + nbins[j]
             for r in range(R):
                 SE[j, r] = GRAW[off, r]
-            for k in range(off + 1, end):
+            k = off + 1
+            while k + 4 <= end:
+                for r in range(R):
+                    SE[j, r] += (GRAW[k, r] + GRAW[k + 1, r]) + (GRAW[k + 2, r] + GRAW[k + 3, r])
+                k += 4
+            for k in range(k, end):
                 for r in range(R):
                     SE[j, r] += GRAW[k, r]
         for j in range(D):  # float32 logf: as exact as the float32 sums it takes
             for r in range(R):
                 ROW[r] += PLOGP[j, r] + PSUM[j, r] * math.log(SE[j, r])
         PX = np.zeros(R, np.float32)  # sum_k p_k x_k over all joints (a tanh dimension's x is 0)
-        for k in range(O):
+        k = 0
+        while k + 4 <= O:
+            for r in range(R):
+                PX[r] += (TG[k, r] * XS[k, r] + TG[k + 1, r] * XS[k + 1, r]) + \
+                    (TG[k + 2, r] * XS[k + 2, r] + TG[k + 3, r] * XS[k + 3, r])
+            k += 4
+        for k in range(k, O):
             for r in range(R):
                 PX[r] += TG[k, r] * XS[k, r]
         for r in range(R):

@@ -161,6 +161,61 @@ def _decode_rows(raw, kinds, offs, nbins, refs, out):
                 out[r, j] = value / total
 
 
+@njit(cache=True, error_model="numpy")
+def _joint_report(decoded, decoded_rollouts, obs, observed, J, decay, gain, lo, hi, scale, sampled):
+    """The joints' part of `ErrorRegression`'s report, compiled (`ErrorRegression._joint_report` is
+    its definition): from the decoded window [W, D], rollouts [S, P, D], the window's observations
+    and mask [W, D] (normalised), the residual correction decay^h (r + gain h v), then the
+    prediction (the rollouts' mean; their std the spread, when sampled; else the mean path) and
+    the newest step's reconstruction in raw units, and the window's reconstruction MSE.
+    Returns (prediction [P, J], spread [P, J] (empty unless sampled), reconstruction [J], mse)."""
+    W = decoded.shape[0]
+    S, P, _ = decoded_rollouts.shape
+    corr = np.zeros((P, J))
+    if decay > 0.0:
+        for j in range(J):
+            if observed[W - 1, j] <= 0.0:
+                continue
+            r = obs[W - 1, j] - decoded[W - 1, j]
+            v = 0.0
+            if gain > 0.0 and W >= 2 and observed[W - 2, j] > 0.0:
+                v = r - (obs[W - 2, j] - decoded[W - 2, j])
+            for h in range(P):
+                corr[h, j] = decay ** float(h + 1) * (r + gain * float(h + 1) * v)
+    half = np.empty(J)
+    for j in range(J):
+        half[j] = 0.5 * (hi[j] - lo[j])
+    prediction = np.empty((P, J))
+    spread = np.empty((P if sampled else 0, J))
+    for h in range(P):
+        for j in range(J):
+            if not sampled:
+                prediction[h, j] = lo[j] + ((decoded_rollouts[0, h, j] + corr[h, j]) / scale + 1.0) * half[j]
+                continue
+            m = 0.0
+            for s in range(S):
+                m += lo[j] + ((decoded_rollouts[s, h, j] + corr[h, j]) / scale + 1.0) * half[j]
+            m /= S
+            q = 0.0
+            for s in range(S):
+                d = lo[j] + ((decoded_rollouts[s, h, j] + corr[h, j]) / scale + 1.0) * half[j] - m
+                q += d * d
+            prediction[h, j] = m
+            spread[h, j] = math.sqrt(q / S)
+    reconstruction = np.empty(J)
+    for j in range(J):
+        reconstruction[j] = lo[j] + (decoded[W - 1, j] / scale + 1.0) * half[j]
+    total = 0.0
+    count = 0
+    for t in range(W):
+        for j in range(J):
+            if observed[t, j] > 0.0:
+                e = decoded[t, j] - obs[t, j]
+                total += e * e
+                count += 1
+    return prediction, spread, reconstruction, total / max(1, count)
+
+
 class StreamTick:
     """What a compiled tick leaves for the engine (numpy; views into the stream's buffers, valid
     until the next tick)."""
@@ -226,6 +281,11 @@ class CpuStream:
         self._alloc_pass_buffers(0, 1, 1)
         self._losses = {}
         self._dummy3 = np.empty((1, 1, 1))
+        # stand-ins for arguments a tick does not use (no posterior noise, no rollout noise), and the
+        # best-iterate index it writes: made once, not per tick
+        self._no_eps = np.zeros((1, 1, 1, 1))
+        self._no_noise: dict[int, np.ndarray] = {}
+        self._best_k = np.zeros(1, dtype=np.int64)
 
     def _alloc_pass_buffers(self, W: int, S: int, P: int) -> None:
         dt = self.prep.W_rec.dtype
@@ -300,9 +360,9 @@ class CpuStream:
             *p.weights(), p.W_cat, p.b_cat, p.M1, p.M2, p.W_oT, self.h0, self.d0, self.tgt, self.mask, self.a_mu, self.a_ls, m_mu, v_mu, m_ls, v_ls,
             slide, new_tgt, new_mask, new_mu, new_ls, self.next_h, self.next_d, self.zero_z,
             bool(adam_reset), int(self.adam_step), int(K), float(lr), 0.9, 0.999, 1e-8,
-            use_eps, eps if use_eps else np.zeros((1, 1, 1, 1)), p.lmin, p.lmax, bool(self.at_stream_start),
+            use_eps, eps if use_eps else self._no_eps, p.lmin, p.lmax, bool(self.at_stream_start),
             p.softmax, p.offs, p.nbins, self.kl_w, self.kl_w1, keep, losses, best_mu, best_ls,
-            np.zeros(1, dtype=np.int64), noise if noise is not None else np.zeros((1, horizon, Z)),
+            self._best_k, noise if noise is not None else self._no_noise_for(horizon),
             noise is not None, self.H, self.Dd, self.MUQ, self.RAW, self.KLU, self.PRE, self.ROLL,
             self.kinds, self.units, self.refs, self.DEC, self.DEC_ROLL)
         self.adam_step += K
@@ -312,8 +372,24 @@ class CpuStream:
                           kl_by_layer, self.MUQ[-1].copy(), losses[:, 0].copy())
 
 
+    def _no_noise_for(self, horizon: int) -> np.ndarray:
+        noise = self._no_noise.get(horizon)
+        if noise is None:
+            noise = self._no_noise[horizon] = np.zeros((1, horizon, self.Z))
+        return noise
+
+    def joint_report(self, tick: StreamTick, n_joints: int, residual_decay: float, residual_velocity: float,
+                     normalizer, sampled: bool) -> tuple:
+        """`ErrorRegression._joint_report` of this tick, compiled: (prediction, spread or None,
+        reconstruction, mse)."""
+        prediction, spread, reconstruction, mse = _joint_report(
+            tick.decoded, tick.decoded_rollouts, self.obs, self.observed, n_joints, float(residual_decay),
+            float(residual_velocity), normalizer.lo, normalizer.hi, float(normalizer.scale), bool(sampled))
+        return prediction, spread if sampled else None, reconstruction, mse
+
+
 def warmup() -> None:
-    """Compile (or load) `_stream_tick`: a two-step window, one slide."""
+    """Compile (or load) `_stream_tick` and the joints' report: a two-step window, one slide."""
     from pvrnn_ros.core.config import LayerConfig, ModelConfig
     from pvrnn_ros.core.model import PVRNN
 
@@ -322,4 +398,5 @@ def warmup() -> None:
     fw = type(fw)(*[None if x is None else x.detach() for x in fw])
     stream = CpuStream(cpu.CpuBackend(), model, fw, model.kl_w, model.kl_w1, window=2)
     for _ in range(3):
-        stream.step(np.zeros(2), np.ones(2), "prior", 1, 0.1, False, True, np.zeros((1, 1, 2, 1)), None, 2)
+        tick = stream.step(np.zeros(2), np.ones(2), "prior", 1, 0.1, False, True, np.zeros((1, 1, 2, 1)), None, 2)
+    stream.joint_report(tick, 2, 0.9, 0.5, types.SimpleNamespace(lo=np.zeros(2), hi=np.ones(2), scale=0.8), False)

@@ -127,3 +127,37 @@ def test_compiled_tick_with_modalities_observed_and_inferred(tmp_path, output):
         assert set(ticks["compiled"].modalities) == {"end_effector", "task"}
         _assert_ticks_equal(ticks["generic"], ticks["compiled"], 2e-5, f"tick {t}")
         _assert_ticks_equal(ticks["reference"], ticks["compiled"], 2e-4, f"tick {t}")
+
+
+@pytest.mark.parametrize("decay,gain", [(0.0, 0.5), (0.9, 0.0), (0.8, 0.7)])
+@pytest.mark.parametrize("samples", [0, 5])
+def test_compiled_joint_report_equals_the_engines(decay, gain, samples):
+    """`cpu_stream._joint_report` (the compiled tick's report) against `ErrorRegression._joint_report`
+    on random windows: joints missing at the newest and the step before, extra modality columns
+    that are not joints, one sample or several."""
+    from pvrnn_ros.kernels import cpu_stream
+
+    trained = _tiny_trained("tanh")
+    er = ErrorRegression(trained, ERConfig(residual_decay=decay, residual_velocity=gain, backend="reference"))
+    J = er.n_joints
+    rng = np.random.default_rng(int(decay * 10) + samples)
+    W, P, S, D = 7, 4, max(1, samples), J + 2
+    decoded, obs = rng.normal(size=(W, D)), rng.normal(size=(W, D))
+    rollouts = rng.normal(size=(S, P, D))
+    observed = (rng.random((W, D)) > 0.3).astype(np.float64) * rng.uniform(0.5, 2.0, (W, D))
+    observed[-1, 0] = 0.0  # missing now: no correction for it
+    observed[-1, 1], observed[-2, 1] = 1.0, 0.0  # seen now, not before: no velocity term
+    sampled = samples > 0
+    want = er._joint_report(decoded, rollouts, obs, observed, sampled)
+    n = er.trained.normalizer
+    got = cpu_stream._joint_report(decoded, rollouts, obs, observed, J, decay, gain, n.lo, n.hi, n.scale, sampled)
+    for name, w, g in zip(("prediction", "spread", "reconstruction"), want[:3], got[:3]):
+        if w is None:
+            assert not sampled and g.size == 0, name
+            continue
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(got[3], want[3], rtol=1e-12, err_msg="mse")
+    if decay > 0:  # the correction reached the prediction: without it the result differs
+        plain = dataclasses.replace(er.cfg, residual_decay=0.0)
+        er.cfg = plain
+        assert not np.allclose(er._joint_report(decoded, rollouts, obs, observed, sampled)[0], want[0])
