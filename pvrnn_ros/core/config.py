@@ -159,6 +159,10 @@ class TrainConfig:
     # L2 penalty on the network's weights and biases (not A): wd * p is added to each of their
     # gradients, as torch.optim.Adam's (coupled) weight_decay but before train.grad_clip
     weight_decay: float = 0.0
+    # learning rate over the epochs: "constant" (train.lr throughout), or "cosine" from train.lr at
+    # the first epoch down to train.lr * lr_final at the last epoch of the run's target
+    lr_schedule: str = "constant"
+    lr_final: float = 0.1
 
     def validate(self, key: str = "train") -> None:
         _require(self.epochs >= 0, f"{key}.epochs", self.epochs, "an integer >= 0")
@@ -178,6 +182,10 @@ class TrainConfig:
                  self.overshoot_weight, "a finite weight >= 0")
         _require(self.weight_decay >= 0 and math.isfinite(self.weight_decay), f"{key}.weight_decay",
                  self.weight_decay, "a finite L2 coefficient >= 0")
+        _require(self.lr_schedule in ("constant", "cosine"), f"{key}.lr_schedule", self.lr_schedule,
+                 "'constant' or 'cosine'")
+        _require(0.0 <= self.lr_final <= 1.0, f"{key}.lr_final", self.lr_final,
+                 "a fraction of train.lr in [0, 1] (the cosine schedule's last learning rate)")
         _require(not (self.overshoot_steps > 0 and self.backend == "cpu"), f"{key}.backend", self.backend,
                  "reference or auto when train.overshoot_steps > 0 (the fused cpu trainer has no overshoot term)")
 

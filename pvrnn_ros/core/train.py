@@ -1,6 +1,7 @@
 """Training: full BPTT over whole sequences, Adam on the weights and all A jointly."""
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -13,7 +14,7 @@ import torch
 
 from .checkpoint import TrainedModel, load_checkpoint, save_checkpoint
 from .coding import Normalizer
-from .config import Config
+from .config import Config, TrainConfig
 from .data import Demonstration, pad_batch, resample
 from .modalities import Modality, ModalityLayout
 from .model import PVRNN, AdaptiveVectors, free_energy, overshoot_reconstruction
@@ -270,6 +271,9 @@ class Trainer:
             if not progress:  # without a bar, say that training (and Ctrl-C's save-and-stop) has begun
                 print(f"training: epoch {start_epoch} -> {epochs} (Ctrl-C saves and stops)", flush=True)
             while tr.epoch < epochs and not self.stop_requested:
+                if tr.config.train.lr_schedule != "constant":
+                    for group in self.optimizer.param_groups:  # both trainers' Adam read it here
+                        group["lr"] = scheduled_lr(tr.config.train, tr.epoch, epochs)
                 stats = self.epoch()
                 now = time.perf_counter()
                 hist["epoch"].append(tr.epoch)
@@ -296,6 +300,18 @@ class Trainer:
         self.trained.optimizer_state = self.optimizer.state_dict()
         self.trained.rng_state = self.generator.get_state()
         return save_checkpoint(self.trained, Path(out_dir) / "model.pt")
+
+
+def scheduled_lr(cfg: TrainConfig, epoch: int, total: int) -> float:
+    """train.lr for the epoch that starts after `epoch` epochs of a run to `total`: train.lr, or
+    with lr_schedule "cosine" a half cosine from train.lr (first epoch) to train.lr * lr_final
+    (last epoch). A function of the epoch count alone: a run stopped and resumed to the same target
+    follows the same curve; resumed to a later target, the curve is drawn anew over the whole run."""
+    if cfg.lr_schedule == "constant" or total <= 1:
+        return cfg.lr
+    low = cfg.lr * cfg.lr_final
+    frac = min(max(epoch, 0), total - 1) / (total - 1)
+    return low + (cfg.lr - low) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
 @contextmanager

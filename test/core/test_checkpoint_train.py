@@ -10,7 +10,7 @@ import torch
 from pvrnn_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pvrnn_ros.core.data import write_csv
 from pvrnn_ros.core.generate import generate
-from pvrnn_ros.core.train import Trainer, build_model, train
+from pvrnn_ros.core.train import Trainer, build_model, scheduled_lr, train
 
 from .conftest import sine_demos, small_config
 
@@ -69,6 +69,41 @@ def test_target_noise_changes_every_epoch_and_resumes_exactly(tmp_path):
     bad.train.target_noise = -1.0
     with pytest.raises(ValueError, match="train.target_noise"):
         bad.validate()
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_cosine_lr_schedule_in_both_trainers_and_on_resume(tmp_path, backend):
+    if backend == "cpu":
+        pytest.importorskip("numba")
+
+    def cosine():
+        cfg = small_config()
+        cfg.train.backend, cfg.train.lr_schedule, cfg.train.lr_final = backend, "cosine", 0.2
+        return cfg
+
+    cfg = cosine().train
+    lrs = [scheduled_lr(cfg, e, 16) for e in range(16)]
+    assert lrs[0] == cfg.lr and abs(lrs[-1] - 0.2 * cfg.lr) < 1e-15
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))  # falls every epoch
+    assert scheduled_lr(small_config().train, 7, 16) == small_config().train.lr  # constant: untouched
+    straight = train(cosine(), sine_demos(), tmp_path / "a", epochs=16, progress=False)
+    constant = train(small_config(), sine_demos(), tmp_path / "c", epochs=16, progress=False)
+    assert not torch.equal(straight.adaptive.mu, constant.adaptive.mu)  # the schedule reached the steps
+    assert straight.optimizer_state["param_groups"][0]["lr"] == lrs[-1]
+    # a run to 16 epochs stopped after 9 (as Ctrl-C does), then resumed to 16: the same curve
+    trainer = Trainer(build_model(cosine(), sine_demos()))
+    one_epoch = trainer.epoch
+
+    def epoch_then_stop_at_9():
+        stats = one_epoch()
+        trainer.stop_requested = trainer.trained.epoch == 9
+        return stats
+
+    trainer.epoch = epoch_then_stop_at_9
+    assert trainer.run(16, tmp_path / "b", progress=False).epoch == 9
+    resumed = train(cosine(), None, tmp_path / "b", epochs=16, resume=True, progress=False)
+    assert torch.equal(straight.adaptive.mu, resumed.adaptive.mu)
+    assert resumed.history["loss"] == straight.history["loss"]
 
 
 def test_training_is_seeded_and_reproducible(tmp_path):

@@ -89,3 +89,11 @@ def test_shipped_rate_configs_are_the_documented_recommendation(name, rate, taus
     for section in ("train", "plan"):
         assert loaded[section] == default[section]
     assert f"config/{name}" in (ROOT / "docs" / "results.md").read_text()
+
+
+def test_lr_schedule_is_validated():
+    for key, value in (("lr_schedule", "step"), ("lr_final", 1.5), ("lr_final", -0.1)):
+        cfg = Config()
+        setattr(cfg.train, key, value)
+        with pytest.raises(ConfigError, match=f"train.{key}"):
+            cfg.validate()
