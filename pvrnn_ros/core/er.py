@@ -186,13 +186,16 @@ class ErrorRegression:
         extra = np.where(self._continuous[self.n_joints:], np.clip(extra, -1.5, 1.5), extra)
         return np.concatenate([norm, extra]), np.concatenate([observed, seen[0]])
 
-    @torch.no_grad()
     def step(self, obs: np.ndarray, modalities: dict | None = None) -> ERTick:
         """Add one observation (joints in raw units, NaN = joint missing), regress, predict.
         modalities: values of the modalities observed at this step ({"end_effector": [x, y, z],
         "task": "wave"}); any modality not given is unobserved and inferred (recognition)."""
-        if self.stream is not None:
+        if self.stream is not None:  # no autograd there: torch only draws the noise
             return self._step_compiled(*self._normalize(obs, modalities))
+        with torch.no_grad():
+            return self._step_generic(obs, modalities)
+
+    def _step_generic(self, obs: np.ndarray, modalities: dict | None) -> ERTick:
         obs_norm, mask = self.normalize_observation(obs, modalities)
         self._append(obs_norm, mask)
         n = self.obs.shape[0]
