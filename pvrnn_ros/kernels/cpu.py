@@ -50,6 +50,9 @@ _one_thread_for_scipy_blas()
 # per unit of z (A, Adam moments, KL terms), the targets and the loss accumulate in float64.
 _F = np.float32
 
+# the kernels' "targets already prepared" arguments when they are not (TG, PLOGP, PSUM, MASK, use_pre)
+_NO_PREPARED_TARGETS = (np.zeros((1, 1), np.float32), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), False)
+
 
 # ------------------------------------------------------------------------------------------------
 # compiled core
@@ -964,10 +967,12 @@ def _adam_flat(a, m, v, g, alpha, sbc2, beta1, beta2, adam_eps):
 def _regress_batch(b0, b1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, has_q,
                    h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, beta1, beta2, adam_eps,
                    use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
-                   keep_best, losses, best_mu, best_ls, best_iter):
+                   keep_best, losses, best_mu, best_ls, best_iter, pre_tg, pre_plogp, pre_psum, pre_mask, use_pre):
     """All K iterations for windows b0 .. b1-1 together. a_mu, a_ls, m_*, v_* [B, W, Z] are updated
     in place; losses [K, B]; with keep_best, best_mu / best_ls get each window's best iterate and
-    best_iter[b] the last iteration at which it improved."""
+    best_iter[b] the last iteration at which it improved. use_pre (one window, nb = 1): the targets
+    already prepared by the caller as `_target_prep` lays them out (pre_tg, pre_plogp, pre_psum,
+    pre_mask, column t = step t), instead of preparing them from tgt and mask."""
     nb = b1 - b0
     _, W, Z = a_mu.shape
     Dsum = W_zd.shape[1]
@@ -975,7 +980,10 @@ def _regress_batch(b0, b1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, 
     (H, Dd, P, ZB, MUQ, LSQ, SQ, OKQ, MUP, LSP, OKP, INV2P, RAW, XS, IB, GRAW, GDO, PLOGP, PSUM, TG, MASK, ROWREC,
      GD, GC, GU, G1, GQ, GMU, GLS, LOSS, DX) = _batch_buffers(nb, W, Z, Dsum, d1, O, mask.shape[2], W_cat.shape[1],
                                                           M2.shape[0], W_zd.dtype)
-    _batch_targets(b0, nb, softmax, tgt, mask, offs, nbins, TG, PLOGP, PSUM, MASK)
+    if use_pre:
+        TG, PLOGP, PSUM, MASK = pre_tg, pre_plogp, pre_psum, pre_mask
+    else:
+        _batch_targets(b0, nb, softmax, tgt, mask, offs, nbins, TG, PLOGP, PSUM, MASK)
     for j in range(nb):
         for c in range(Dsum):
             H[j, c] = h0[b0 + j, c]
@@ -1034,11 +1042,12 @@ def _regress_batch_par(n_parts, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, 
                        keep_best, losses, best_mu, best_ls, best_iter):
     """`_regress_batch` over n_parts contiguous groups of windows, one per thread."""
     B = a_mu.shape[0]
+    no32, no64 = np.zeros((1, 1), np.float32), np.zeros((1, 1))
     for part in prange(n_parts):
         _regress_batch(part * B // n_parts, (part + 1) * B // n_parts, W_cat, b_cat, M1, M2, W_zd, inv_tau,
                        W_o, W_oT, b_o, has_q, h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, beta1, beta2,
                        adam_eps, use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w,
-                       kl_w1, keep_best, losses, best_mu, best_ls, best_iter)
+                       kl_w1, keep_best, losses, best_mu, best_ls, best_iter, no32, no64, no64, no64, False)
 
 
 @njit(cache=True)
@@ -1095,17 +1104,21 @@ def _grad(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b
 @njit(cache=True, fastmath=_FM, error_model="numpy")
 def _window_pass(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
                  h0, d0, a_mu, a_ls, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
-                 noise, use_noise, H, Dd, MUQ, RAW, KLU, PRE, ROLL):
+                 noise, use_noise, H, Dd, MUQ, RAW, KLU, PRE, ROLL, pre_tg, pre_plogp, pre_psum, pre_mask, use_pre):
     """The window once more at z = mu_q (window 0 of the batch), then S prior rollouts of P steps
     from its end (z = mu_p + sigma_p noise[s, p], or the mean path when not use_noise). Fills
     H, Dd [W + 1, Dsum], MUQ [W, Z], RAW [W, O], KLU [W, Z] (unweighted KL), PRE [2Z] (prior
-    pre-activations after the window), ROLL [S, P, O]; returns the window loss."""
+    pre-activations after the window), ROLL [S, P, O]; returns the window loss. use_pre: the
+    targets already prepared (as `_regress_batch`)."""
     _, W, Z = a_mu.shape
     Dsum = W_rec.shape[0]
     d1, O = W_o.shape
     (_, _, _, LSQ, SQ, OKQ, MUP, LSP, OKP, _, XS, IB, GRAW, _, _, _, PLOGP,
      PSUM, TG, ROWREC, RAWT, GRAWT, MASK) = _buffers(W, Z, Dsum, d1, O, mask.shape[2], W_rec.dtype)
-    _target_prep(softmax, tgt[0], mask[0], offs, nbins, 0, 1, PLOGP, PSUM, TG, MASK)
+    if use_pre:
+        TG, PLOGP, PSUM, MASK = pre_tg, pre_plogp, pre_psum, pre_mask
+    else:
+        _target_prep(softmax, tgt[0], mask[0], offs, nbins, 0, 1, PLOGP, PSUM, TG, MASK)
     loss = _forward(W_rec, W_zd, b_h, inv_tau, W_p, b_p, has_q, W_q, b_q, W_o, b_o,
                     h0[0], d0[0], a_mu[0], a_ls[0], False, MUQ, lmin, lmax, first_unit,
                     softmax, TG, MASK, offs, nbins, kl_w, kl_w1,
@@ -1324,7 +1337,7 @@ class CpuBackend:
         if parts > 1:
             _regress_batch_par(parts, *prep.batch_weights(), *rest)
         else:
-            _regress_batch(0, B, *prep.batch_weights(), *rest)
+            _regress_batch(0, B, *prep.batch_weights(), *rest, *_NO_PREPARED_TARGETS)
         like = a_mu.detach()
 
         def back(x):
@@ -1351,7 +1364,8 @@ class CpuBackend:
         PRE, ROLL = np.empty(2 * Z, dt), np.empty((nz.shape[0], horizon, O), dt)
         loss = _window_pass(*prep.weights(), h0, d0, _np(a_mu), _np(a_ls), prep.lmin, prep.lmax,
                             bool(problem.first_is_unit_prior), prep.softmax, target, mask, prep.offs,
-                            prep.nbins, kl_w, kl_w1, nz, use_noise, H, Dd, MUQ, RAW, KLU, PRE, ROLL)
+                            prep.nbins, kl_w, kl_w1, nz, use_noise, H, Dd, MUQ, RAW, KLU, PRE, ROLL,
+                            *_NO_PREPARED_TARGETS)
         kl_sum = KLU.sum(0)
         z_sizes = problem.model.z_sizes
         starts = np.cumsum([0] + z_sizes[:-1])

@@ -26,6 +26,14 @@ from . import cpu
 
 
 @njit(cache=True)
+def _shift_cols(x, W):
+    """x[:, :W-1] = x[:, 1:W] (the columns past W, padding, untouched)."""
+    for r in range(x.shape[0]):
+        for c in range(W - 1):
+            x[r, c] = x[r, c + 1]
+
+
+@njit(cache=True)
 def _shift_rows(x, new_row):
     """x[0, :-1] = x[0, 1:]; x[0, -1] = new_row (x [1, W, ...] C-contiguous)."""
     flat = x.reshape(x.shape[1], -1)
@@ -44,12 +52,16 @@ def _stream_tick(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
                  slide, new_tgt, new_mask, new_mu, new_ls, next_h, next_d, zero_z,
                  adam_reset, step0, K, lr, b1, b2, adam_eps, use_eps, eps, lmin, lmax, first_unit,
                  softmax, offs, nbins, kl_w, kl_w1, keep_best, losses, best_mu, best_ls, best_iter,
-                 noise, use_noise, H, Dd, MUQ, RAW, KLU, PRE, ROLL, kinds, units, refs, DEC, DEC_ROLL):
+                 noise, use_noise, H, Dd, MUQ, RAW, KLU, PRE, ROLL, kinds, units, refs, DEC, DEC_ROLL,
+                 PTG, PPLOGP, PPSUM, PMASK, prepared):
     """One tick (weights: `_Prepared.weights()`, then the batched kernels' W_cat, b_cat, M1, M2,
     W_oT). slide: drop the window's oldest step and append (new_tgt, new_mask, new_mu, new_ls, zero
     Adam moments), starting from (next_h, next_d), the state after the old window's
     first step. Then K iterations, keep_best, the final pass and the rollouts, decoded into DEC [W, D]
     and DEC_ROLL [S * P, D]; next_h / next_d receive the state after the new window's first step.
+    PTG, PPLOGP, PPSUM, PMASK hold the window's targets as `cpu._target_prep` lays them out, for
+    the regression and the final pass alike; prepared[0] == 1 says they hold the window before this
+    tick's slide, so only the new step is prepared (the rest shift by one column).
     Returns the final pass's free energy."""
     if slide:
         _shift_rows(tgt, new_tgt)
@@ -60,21 +72,32 @@ def _stream_tick(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, 
             _shift_rows(m, zero_z)
         h0[0, :] = next_h
         d0[0, :] = next_d
+        if prepared[0] == 1:  # the prepared targets slide too: only the new step is prepared
+            W = tgt.shape[1]
+            for A in (PPLOGP, PPSUM, PMASK):
+                _shift_cols(A, W)
+            _shift_cols(PTG, W)
+            cpu._target_prep(softmax, tgt[0, W - 1:], mask[0, W - 1:], offs, nbins, W - 1, 1, PPLOGP, PPSUM, PTG,
+                             PMASK)
     if adam_reset:
         m_mu[:] = 0.0
         v_mu[:] = 0.0
         m_ls[:] = 0.0
         v_ls[:] = 0.0
+    if prepared[0] != 1:  # the whole window (growing, or the first tick of these buffers)
+        cpu._target_prep(softmax, tgt[0], mask[0], offs, nbins, 0, 1, PPLOGP, PPSUM, PTG, PMASK)
+        prepared[0] = 1
     cpu._regress_batch(0, 1, W_cat, b_cat, M1, M2, W_zd, inv_tau, W_o, W_oT, b_o, has_q,
                        h0, d0, a_mu, a_ls, m_mu, v_mu, m_ls, v_ls, step0, K, lr, b1, b2, adam_eps,
                        use_eps, eps, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w, kl_w1,
-                       keep_best, losses, best_mu, best_ls, best_iter)
+                       keep_best, losses, best_mu, best_ls, best_iter, PTG, PPLOGP, PPSUM, PMASK, True)
     if keep_best and K > 0:
         a_mu[:] = best_mu
         a_ls[:] = best_ls
     loss = cpu._window_pass(W_rec, W_recT, W_zd, b_h, inv_tau, W_p, W_pT, b_p, has_q, W_q, W_qT, b_q, W_o, b_o,
                             h0, d0, a_mu, a_ls, lmin, lmax, first_unit, softmax, tgt, mask, offs, nbins, kl_w,
-                            kl_w1, noise, use_noise, H, Dd, MUQ, RAW, KLU, PRE, ROLL)
+                            kl_w1, noise, use_noise, H, Dd, MUQ, RAW, KLU, PRE, ROLL, PTG, PPLOGP, PPSUM, PMASK,
+                            True)
     next_h[:] = H[1]
     next_d[:] = Dd[1]
     _decode_rows(RAW, kinds, units, nbins, refs, DEC)
@@ -298,6 +321,11 @@ class CpuStream:
         self.ROLL = np.empty((S, P, self.O), dt)
         self.DEC = np.empty((W, self.D))  # the decoded window and rollouts (normalised values)
         self.DEC_ROLL = np.empty((S * P, self.D))
+        # the window's prepared targets (`_stream_tick`), padding columns zero; prepared[0] = 0: stale
+        Wp = cpu._padded(W)
+        self.PTG = np.zeros((self.O, Wp), np.float32)
+        self.PPLOGP, self.PPSUM, self.PMASK = np.zeros((self.D, Wp)), np.zeros((self.D, Wp)), np.zeros((self.D, Wp))
+        self.prepared = np.zeros(1, np.int64)
 
     def code_target(self, x: np.ndarray) -> np.ndarray:
         """One normalised observation [D] -> its target [D, Kt] (as `Coding.target`)."""
@@ -340,6 +368,7 @@ class CpuStream:
             self.a_ls = np.concatenate([self.a_ls, new_ls[None, None]], 1)
             self.moments = [np.concatenate([m, np.zeros((1, 1, Z))], 1) for m in self.moments]
         if not regress:
+            self.prepared[0] = 0  # the window moved without a tick
             return None
         W = self.n
         S = 1 if noise is None else noise.shape[0]
@@ -364,7 +393,8 @@ class CpuStream:
             p.softmax, p.offs, p.nbins, self.kl_w, self.kl_w1, keep, losses, best_mu, best_ls,
             self._best_k, noise if noise is not None else self._no_noise_for(horizon),
             noise is not None, self.H, self.Dd, self.MUQ, self.RAW, self.KLU, self.PRE, self.ROLL,
-            self.kinds, self.units, self.refs, self.DEC, self.DEC_ROLL)
+            self.kinds, self.units, self.refs, self.DEC, self.DEC_ROLL, self.PTG, self.PPLOGP, self.PPSUM, self.PMASK,
+            self.prepared)
         self.adam_step += K
         self.has_next = True
         kl_by_layer = np.add.reduceat(self.KLU.sum(0), self._layer_starts) / self._z_sizes
