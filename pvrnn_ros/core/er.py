@@ -337,7 +337,7 @@ class ErrorRegression:
                       sampled: bool) -> tuple:
         """(prediction [P, J], spread [P, J] or None, the newest step's reconstruction [J], raw
         units, and the window's reconstruction MSE, normalised) of the joints; compiled for the
-        stream as `kernels.cpu_stream.joint_report`."""
+        stream as `kernels.cpu_stream._joint_report`."""
         J = self.n_joints
         rollouts = decoded_rollouts[..., :J]
         if self.cfg.residual_decay > 0:
