@@ -271,9 +271,8 @@ class Trainer:
             if not progress:  # without a bar, say that training (and Ctrl-C's save-and-stop) has begun
                 print(f"training: epoch {start_epoch} -> {epochs} (Ctrl-C saves and stops)", flush=True)
             while tr.epoch < epochs and not self.stop_requested:
-                if tr.config.train.lr_schedule != "constant":
-                    for group in self.optimizer.param_groups:  # both trainers' Adam read it here
-                        group["lr"] = scheduled_lr(tr.config.train, tr.epoch, epochs)
+                for group in self.optimizer.param_groups:  # both trainers' Adam read it here
+                    group["lr"] = scheduled_lr(tr.config.train, tr.epoch, epochs)
                 stats = self.epoch()
                 now = time.perf_counter()
                 hist["epoch"].append(tr.epoch)

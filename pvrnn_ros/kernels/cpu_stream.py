@@ -401,7 +401,6 @@ class CpuStream:
         return StreamTick(self.RAW, self.ROLL, self.DEC, self.DEC_ROLL.reshape(S, horizon, self.D), float(loss),
                           kl_by_layer, self.MUQ[-1].copy(), losses[:, 0].copy())
 
-
     def _no_noise_for(self, horizon: int) -> np.ndarray:
         noise = self._no_noise.get(horizon)
         if noise is None:
