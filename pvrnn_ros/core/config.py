@@ -222,6 +222,11 @@ class ERConfig:
     # lowered the held-out error at every horizon on every seed and config measured (docs/results.md)
     residual_decay: float = 0.9
     residual_velocity: float = 0.5
+    # a forgetting factor, as in recursive least squares: in the window's free energy a step `age`
+    # steps older than the newest weighs forgetting^age in the reconstruction (the KL is unweighted),
+    # so the fit, and the state the prediction rolls on from, follow the newest steps. 1 = every step
+    # weighs the same (the model's ER as published)
+    forgetting: float = 1.0
     backend: str = "auto"  # "auto", "reference", "cpu", "triton"
     seed: int = 0
 
@@ -243,6 +248,8 @@ class ERConfig:
                  "a factor per step in [0, 1] (0 = no residual correction)")
         _require(self.residual_velocity >= 0 and math.isfinite(self.residual_velocity), f"{key}.residual_velocity",
                  self.residual_velocity, "a finite gain >= 0")
+        _require(0.0 < self.forgetting <= 1.0, f"{key}.forgetting", self.forgetting,
+                 "a weight per step of age in (0, 1] (1 = every window step weighs the same)")
         _require(self.slide_init in ("prior", "copy"), f"{key}.slide_init", self.slide_init, "'prior' or 'copy'")
         _require(self.backend in ("auto", "reference", "cpu", "triton"), f"{key}.backend", self.backend,
                  "one of auto, reference, cpu, triton")

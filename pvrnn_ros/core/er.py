@@ -211,7 +211,7 @@ class ErrorRegression:
             eps = torch.randn((K, 1, n, Z), generator=self.generator, device=self.a_mu.device)
         problem = WindowProblem(
             model=self.model, fw=self.fw, h0=self.start.h, d0=self.start.d,
-            target=self.model.coding.target(self.obs[None]), joint_mask=self.mask[None],
+            target=self.model.coding.target(self.obs[None]), joint_mask=self._aged(self.mask)[None],
             kl_w=self.kl_w, kl_w1=self.kl_w1, first_is_unit_prior=self.at_stream_start,
             eps=eps, lr=cfg.lr, iterations=K, keep_best=cfg.keep_best,
         )
@@ -228,6 +228,15 @@ class ErrorRegression:
         tick = self._final_pass(problem, losses, K)
         tick.hypothesis, tick.hypothesis_losses = chosen, hypothesis_losses
         return tick
+
+    def _aged(self, mask: torch.Tensor) -> torch.Tensor:
+        """The window's weights [n, D] with er.forgetting applied: a step `age` steps older than the
+        newest weighs forgetting^age."""
+        f = self.cfg.forgetting
+        if f == 1.0:
+            return mask
+        age = torch.arange(mask.shape[0] - 1, -1, -1, device=mask.device, dtype=mask.dtype)
+        return mask * (f ** age)[:, None]
 
     def _regress_hypotheses(self, problem: WindowProblem) -> tuple[np.ndarray, int, np.ndarray]:
         """Regress the carried A and er.hypotheses - 1 perturbed copies as one batch of windows
@@ -287,7 +296,7 @@ class ErrorRegression:
         n = stream.n + (stream.n < stream.window)
         if n < cfg.window and not cfg.growing_window:
             stream.step(norm, observed * weights, cfg.slide_init, 0, cfg.lr, False, False, None, None,
-                        cfg.horizon, regress=False)
+                        cfg.horizon, regress=False, forgetting=cfg.forgetting)
             return ERTick(None, None, math.nan, [math.nan] * len(self.model.z_sizes), math.nan, [], np.zeros(0), n, 0)
         K = cfg.first_iterations if self.ticks == 0 else cfg.iterations
         Z = self.model.z_total
@@ -298,7 +307,7 @@ class ErrorRegression:
             noise = torch.randn((cfg.samples, cfg.horizon, Z), generator=self.generator,
                                 device=self.trained.device).double().numpy()
         t = stream.step(norm, observed * weights, cfg.slide_init, K, cfg.lr, cfg.adam_reset, cfg.keep_best,
-                        eps, noise, cfg.horizon)
+                        eps, noise, cfg.horizon, forgetting=cfg.forgetting)
         self.ticks += 1
         sampled = noise is not None
         joints = stream.joint_report(t, self.n_joints, cfg.residual_decay, cfg.residual_velocity,

@@ -337,10 +337,14 @@ class CpuStream:
 
     def step(self, obs_norm: np.ndarray, observed: np.ndarray, slide_init: str, K: int, lr: float,
              adam_reset: bool, keep_best: bool, eps: np.ndarray | None, noise: np.ndarray | None,
-             horizon: int, regress: bool = True) -> StreamTick | None:
+             horizon: int, regress: bool = True, forgetting: float = 1.0) -> StreamTick | None:
         """Append one observation (normalised [D], and its mask [D]) and run a tick (regress=False:
-        only append, e.g. before a window that does not grow is full)."""
+        only append, e.g. before a window that does not grow is full). forgetting: the steps already
+        in the window weigh that much less than before (er.forgetting); the new one weighs its mask."""
         Z = self.Z
+        if forgetting != 1.0 and self.n > 0:
+            self.mask *= forgetting
+            self.prepared[0] = 0  # every step's weight changed: prepare the whole window again
         if self.has_next and slide_init == "prior":
             new_mu, new_ls = self.PRE[:Z].astype(np.float64), self.PRE[Z:].astype(np.float64)
         elif self.n > 0:

@@ -268,3 +268,57 @@ def test_residual_correction_lowers_short_horizon_error_on_held_out_chains(train
 def test_bad_residual_correction_settings_are_named(key, value):
     with pytest.raises(ValueError, match=f"er.{key}"):
         ERConfig(**{key: value}).validate()
+
+
+class _RecordingBackend:
+    """The reference backend, keeping every window problem it is asked to regress."""
+
+    def __init__(self, model):
+        from pvrnn_ros.kernels import get_backend
+
+        self.inner = get_backend("reference", model)
+        self.problems = []
+
+    def regress(self, problem, a_mu, a_ls, adam):
+        self.problems.append(problem)
+        return self.inner.regress(problem, a_mu, a_ls, adam)
+
+
+def test_forgetting_weighs_each_window_step_by_its_age(trained):
+    """er.forgetting f: the regressed problem's weight of a step `age` steps before the newest is
+    f^age times its mask (0 where a joint is missing), for a growing and for a full window."""
+    obs = primitive_demos(1, 440)[0].positions[:14].copy()
+    obs[9, 2] = np.nan
+    spy = _RecordingBackend(trained.model)
+    er = ErrorRegression(trained, ERConfig(window=6, iterations=2, first_iterations=2, horizon=3, samples=0,
+                                           forgetting=0.5), backend=spy)
+    for x in obs:
+        er.step(x)
+    for tick, problem in enumerate(spy.problems):
+        newest = tick  # the index of the newest observation in `obs`
+        n = problem.joint_mask.shape[1]
+        assert n == min(tick + 1, 6)
+        for row in range(n):
+            step = newest - (n - 1 - row)
+            expected = 0.5 ** (n - 1 - row) * np.isfinite(obs[step]).astype(np.float32)
+            np.testing.assert_allclose(problem.joint_mask[0, row].numpy(), expected, rtol=1e-6,
+                                       err_msg=f"tick {tick}, window row {row}")
+
+
+def test_forgetting_fits_the_newest_steps_closer(trained):
+    """A strong forgetting factor lowers the newest step's reconstruction error (what the
+    prediction starts from) against equal weights, over a stream, on the same model."""
+    obs = primitive_demos(1, 450)[0].positions[:60]
+    errors = {}
+    for f in (1.0, 0.3):
+        er = ErrorRegression(trained, ERConfig(window=12, iterations=10, first_iterations=30, horizon=3, samples=0,
+                                               residual_decay=0.0, forgetting=f, backend="cpu"))
+        ticks = [er.step(x) for x in obs]
+        errors[f] = np.mean([np.mean((t.reconstruction - x) ** 2) for t, x in zip(ticks[12:], obs[12:])])
+    assert errors[0.3] < 0.9 * errors[1.0], errors
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, 1.5, float("nan")])
+def test_forgetting_is_validated(bad):
+    with pytest.raises(ValueError, match=r"er\.forgetting"):
+        ERConfig(forgetting=bad).validate()

@@ -66,6 +66,8 @@ SETTINGS = {
     "keep_best_reset_copy": dict(keep_best=True, adam_reset=True, slide_init="copy", samples=0),
     "no_growing": dict(growing_window=False, samples=3, first_iterations=7),
     "residual_correction": dict(residual_decay=0.8, residual_velocity=0.7, adam_reset=True, samples=2),
+    "forgetting": dict(forgetting=0.7, adam_reset=True, samples=2),
+    "forgetting_no_growing": dict(forgetting=0.5, growing_window=False, keep_best=True, samples=0),
 }
 
 
