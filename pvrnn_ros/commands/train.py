@@ -22,7 +22,8 @@ def add_arguments(p):
     add_config_argument(p)
     p.add_argument("--out", metavar="DIR", default="runs/train", help="output directory")
     p.add_argument("--epochs", type=int, default=None, help="total epochs (default: train.epochs in the config)")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/model.pt")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/model.pt (with train.restarts > 1 "
+                   "before one was chosen: reuse the finished restarts in DIR/restarts/ and continue the stopped one)")
     p.add_argument("--rate", type=float, default=None,
                    help="sample rate (Hz) of CSV/NPZ files without a time column")
     p.add_argument("--topic", default=None, help="JointState topic to read from rosbag2 recordings (needed when a "

@@ -163,6 +163,9 @@ class TrainConfig:
     # the first epoch down to train.lr * lr_final at the last epoch of the run's target
     lr_schedule: str = "constant"
     lr_final: float = 0.1
+    # random restarts: train this many models, from train.seed, train.seed + 1, ..., and keep the
+    # one whose ER predicts its own training demonstrations best (core/restarts.py); 1 = one model
+    restarts: int = 1
 
     def validate(self, key: str = "train") -> None:
         _require(self.epochs >= 0, f"{key}.epochs", self.epochs, "an integer >= 0")
@@ -184,6 +187,8 @@ class TrainConfig:
                  self.weight_decay, "a finite L2 coefficient >= 0")
         _require(self.lr_schedule in ("constant", "cosine"), f"{key}.lr_schedule", self.lr_schedule,
                  "'constant' or 'cosine'")
+        _require(isinstance(self.restarts, int) and self.restarts >= 1, f"{key}.restarts", self.restarts,
+                 "an integer >= 1 (models trained from consecutive seeds; the best ER predictor is kept)")
         _require(0.0 <= self.lr_final <= 1.0, f"{key}.lr_final", self.lr_final,
                  "a fraction of train.lr in [0, 1] (the cosine schedule's last learning rate)")
         _require(not (self.overshoot_steps > 0 and self.backend == "cpu"), f"{key}.backend", self.backend,

@@ -232,6 +232,7 @@ def run_trial(spec: dict) -> dict:
     try:
         from .data import load_demonstrations
         from .evaluate import evaluate
+        from .restarts import SUMMARY as RESTARTS, train_restarts
         from .train import Trainer, build_model
 
         from .checkpoint import load_checkpoint
@@ -247,10 +248,15 @@ def run_trial(spec: dict) -> dict:
         else:
             demos = load_demonstrations(data.train, rate_hz=data.rate, topic=data.topic,
                                         modalities=cfg.data.modalities)
-            trained = build_model(cfg, demos)
             epochs = cfg.train.epochs if spec.get("epochs") is None else int(spec["epochs"])
-            Trainer(trained).run(epochs, out, progress=False)
+            if cfg.train.restarts > 1:
+                trained = train_restarts(cfg, demos, out, epochs, progress=False)
+            else:
+                trained = build_model(cfg, demos)
+                Trainer(trained).run(epochs, out, progress=False)
         train_s = float(sum(trained.history.get("seconds", [])))
+        if cfg.train.restarts > 1 and not spec.get("model"):  # every restart's training is the cost
+            train_s = float(sum(r["train_seconds"] for r in json.loads((out / RESTARTS).read_text())["restarts"]))
         with torch.no_grad():
             model, A = trained.model, trained.adaptive
             fwd = model.posterior_forward(A.mu, A.logsigma, None)

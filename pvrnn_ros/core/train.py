@@ -341,7 +341,9 @@ def train(
     resume: bool = False,
     progress: bool = True,
 ) -> TrainedModel:
-    """Train (or resume) and write out_dir/model.pt and out_dir/loss.png."""
+    """Train (or resume) and write out_dir/model.pt and out_dir/loss.png. With train.restarts > 1,
+    `core.restarts.train_restarts` trains them and keeps the best; resuming a run whose model.pt
+    exists continues that model alone."""
     out_dir = Path(out_dir)
     ckpt = out_dir / "model.pt"
     device = resolve_device(config.train.device)
@@ -352,6 +354,10 @@ def train(
     else:
         if demos is None:
             raise ValueError(f"nothing to resume in {out_dir} and no demonstrations given")
+        if config.train.restarts > 1:
+            from .restarts import train_restarts
+
+            return train_restarts(config, demos, out_dir, epochs, progress, device, resume)
         trained = build_model(config, demos, device)
     target = trained.config.train.epochs if epochs is None else epochs
     trainer = Trainer(trained)
