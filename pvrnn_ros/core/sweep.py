@@ -232,7 +232,7 @@ def run_trial(spec: dict) -> dict:
     try:
         from .data import load_demonstrations
         from .evaluate import evaluate
-        from .restarts import SUMMARY as RESTARTS, train_restarts
+        from .restarts import train_restarts
         from .train import Trainer, build_model
 
         from .checkpoint import load_checkpoint
@@ -255,8 +255,8 @@ def run_trial(spec: dict) -> dict:
                 trained = build_model(cfg, demos)
                 Trainer(trained).run(epochs, out, progress=False)
         train_s = float(sum(trained.history.get("seconds", [])))
-        if cfg.train.restarts > 1 and not spec.get("model"):  # every restart's training is the cost
-            train_s = float(sum(r["train_seconds"] for r in json.loads((out / RESTARTS).read_text())["restarts"]))
+        if trained.history.get("restarts"):  # train.restarts: every restart's training is the cost
+            train_s = trained.history["restarts"]["train_seconds"]
         with torch.no_grad():
             model, A = trained.model, trained.adaptive
             fwd = model.posterior_forward(A.mu, A.logsigma, None)

@@ -76,8 +76,8 @@ def test_missing_and_malformed_files(tmp_path):
 
 @pytest.mark.parametrize(
     "name, rate, taus, train, er",
-    [("pvrnn_10hz.yaml", 10.0, (2.0, 16.0), {}, {"lr": 0.05, "meta_prior_scale": 0.1}),
-     ("pvrnn_20hz.yaml", 20.0, (4.0, 16.0), {}, {})],
+    [("pvrnn_10hz.yaml", 10.0, (2.0, 16.0), {"restarts": 4}, {"lr": 0.05, "meta_prior_scale": 0.1, "forgetting": 0.6}),
+     ("pvrnn_20hz.yaml", 20.0, (4.0, 16.0), {"restarts": 4}, {})],
 )
 def test_shipped_rate_configs_are_the_documented_recommendation(name, rate, taus, train, er):
     # docs/results.md recommends exactly these settings per rate; everything else stays default

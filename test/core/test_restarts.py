@@ -42,9 +42,16 @@ def test_restarts_train_every_seed_and_keep_the_best_er_predictor(tmp_path):
     for r in rows:  # each score is what the restart's own checkpoint scores now
         ckpt = load_checkpoint(tmp_path / "restarts" / f"seed_{r['seed']}" / "model.pt")
         np.testing.assert_allclose(np.mean(er_prediction_error(ckpt, demos)), r["score"], rtol=1e-12)
-    assert _same_weights(load_checkpoint(tmp_path / "model.pt"),
-                         load_checkpoint(tmp_path / "restarts" / f"seed_{chosen}" / "model.pt"))
+    kept = load_checkpoint(tmp_path / "model.pt")
+    assert _same_weights(kept, load_checkpoint(tmp_path / "restarts" / f"seed_{chosen}" / "model.pt"))
     assert (tmp_path / "loss.png").exists()
+    # eval reports what every restart cost, next to the winner's own training
+    from pvrnn_ros.core.evaluate import pvrnn_training_info
+
+    info = pvrnn_training_info(kept)
+    assert info["restarts"] == 3
+    np.testing.assert_allclose(info["seconds_all_restarts"], sum(r["train_seconds"] for r in rows))
+    assert info["seconds"] < info["seconds_all_restarts"]
 
 
 def test_the_score_is_evaluates_error_in_normalised_units(tmp_path):
