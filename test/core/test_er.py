@@ -162,10 +162,15 @@ def test_hypotheses_with_no_spread_are_the_single_hypothesis_engine(trained):
     base = dict(window=8, iterations=5, first_iterations=10, horizon=5, samples=0, backend="reference")
     one = ErrorRegression(trained, ERConfig(**base))
     three = ErrorRegression(trained, ERConfig(**base, hypotheses=3, hypothesis_spread=0.0))
-    for x in obs:
+    for t, x in enumerate(obs):
         a, b = one.step(x), three.step(x)
-        np.testing.assert_allclose(b.prediction, a.prediction, rtol=1e-4, atol=2e-5)  # float32 batched vs single
-        np.testing.assert_allclose(b.losses, a.losses, rtol=1e-4, atol=1e-6)
+        # float32: batched and single products round differently (by CPU and BLAS build), and once
+        # the window slides the carried state passes that on from tick to tick: seen on an Intel
+        # Xeon, 1e-7 over the first window, growing to 1e-4 by tick 30. A wrong hypothesis or Adam
+        # state would be off by far more.
+        strict = t < base["window"]
+        np.testing.assert_allclose(b.prediction, a.prediction, rtol=1e-4, atol=2e-5 if strict else 5e-4)
+        np.testing.assert_allclose(b.losses, a.losses, rtol=1e-4 if strict else 2e-3, atol=1e-6)
         assert b.hypothesis_losses.shape == (3,) and np.ptp(b.hypothesis_losses) < 1e-6 * abs(b.losses[-1])
 
 
