@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -36,7 +37,8 @@ SUMMARY = "restarts.json"
 
 def er_prediction_error(trained: TrainedModel, demos: list[Demonstration]) -> list[float]:
     """ER's prediction MSE at horizons 1..er.horizon over `demos`, normalised units, mean over
-    the joints, with the model's own er.* settings (one ER stream per demonstration)."""
+    the joints, with the model's own er.* settings (one ER stream per demonstration). A model
+    whose ER predicts a non-finite value where the truth is known scores inf at every horizon."""
     from .evaluate import run_er
 
     cfg = trained.config.er
@@ -47,11 +49,16 @@ def er_prediction_error(trained: TrainedModel, demos: list[Demonstration]) -> li
         obs = resample(demo.select(trained.joint_names), trained.rate_hz).positions
         predicted = norm(run_er(trained, obs, cfg)["predicted"])  # [T, P, J]
         observed = norm(obs)
+        # without a growing window ER predicts nothing until the window is full
+        first = 0 if cfg.growing_window else cfg.window - 1
+        predicted, observed = predicted[first:], observed[first:]
         for h in range(1, P + 1):
-            err = ((predicted[:-h, h - 1] - observed[h:]) ** 2).mean(-1)
-            valid = np.isfinite(err)
-            sq[h - 1] += err[valid].sum()
-            count[h - 1] += valid.sum()
+            known = np.isfinite(observed[h:]).all(-1)  # a joint missing there: no truth to score
+            pred = predicted[:-h, h - 1][known]
+            if not np.isfinite(pred).all():  # diverged (or failed to predict): this model loses
+                return [math.inf] * P
+            sq[h - 1] += ((pred - observed[h:][known]) ** 2).mean(-1).sum()
+            count[h - 1] += known.sum()
     if not count.all():
         raise ValueError(f"the demonstrations are too short to score a {P}-step prediction "
                          f"(er.horizon = {P}): ER needs at least {P + 1} steps")
@@ -90,6 +97,9 @@ def train_restarts(config: Config, demos: list[Demonstration], out_dir: str | Pa
                 print(f"restarts stopped at seed {seed}, epoch {trained.epoch}: --resume continues", flush=True)
                 return trained
         rows.append(_score(trained, demos, run_dir, seed, time.perf_counter() - started))
+    if not any(math.isfinite(r["score"]) for r in rows):
+        raise ValueError(f"every restart's ER predicted non-finite values (seeds {[r['seed'] for r in rows]}): "
+                         "the models diverged; lower train.lr or set train.grad_clip")
     best = min(rows, key=lambda r: r["score"])
     chosen = out / "restarts" / f"seed_{best['seed']}"
     winner = load_checkpoint(chosen / "model.pt", device)

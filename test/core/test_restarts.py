@@ -74,6 +74,18 @@ def test_the_score_is_evaluates_error_in_normalised_units(tmp_path):
                     sq[h - 1] += np.mean((pred[t, h - 1] - obs[t + h]) ** 2)
                     n[h - 1] += 1
     np.testing.assert_allclose(er_prediction_error(trained, demos), sq / n, rtol=1e-9)
+    # without a growing window the first W - 1 ticks predict nothing: they are not scored, and
+    # the rest are finite
+    trained.config.er.growing_window = False
+    assert all(np.isfinite(er_prediction_error(trained, demos)))
+
+
+def test_a_model_whose_er_diverges_scores_inf(tmp_path):
+    demos = sine_demos(n=2, seconds=3.0)
+    trained = train(_config(restarts=1), demos, tmp_path, progress=False)
+    with torch.no_grad():
+        next(trained.model.parameters()).fill_(float("nan"))
+    assert er_prediction_error(trained, demos) == [float("inf")] * 4
 
 
 def test_resume_reuses_finished_restarts_and_continues_a_stopped_one(tmp_path):
