@@ -90,8 +90,7 @@ def train_restarts(config: Config, demos: list[Demonstration], out_dir: str | Pa
             cfg.train.seed = seed
             trained = build_model(cfg, demos, device)
         if trained.epoch < target:
-            if progress:
-                print(f"restart {seed - config.train.seed + 1}/{n} (train.seed {seed})", flush=True)
+            print(f"restart {seed - config.train.seed + 1}/{n} (train.seed {seed})", flush=True)
             trained = Trainer(trained).run(target, run_dir, progress)
             if trained.epoch < target:  # Ctrl-C: saved; --resume continues here
                 print(f"restarts stopped at seed {seed}, epoch {trained.epoch}: --resume continues", flush=True)
@@ -112,9 +111,8 @@ def train_restarts(config: Config, demos: list[Demonstration], out_dir: str | Pa
     summary = {"chosen_seed": best["seed"], "score": "ER prediction MSE on the training demonstrations, "
                "normalised units, mean over horizons 1..er.horizon", "restarts": rows}
     (out / SUMMARY).write_text(json.dumps(summary, indent=1))
-    if progress:
-        print("restarts: " + ", ".join(f"seed {r['seed']} {r['score']:.4g}" for r in rows)
-              + f" -> seed {best['seed']}", flush=True)
+    print("restarts, ER prediction MSE on the training demonstrations: "
+          + ", ".join(f"seed {r['seed']} {r['score']:.4g}" for r in rows) + f" -> seed {best['seed']}", flush=True)
     return winner
 
 
