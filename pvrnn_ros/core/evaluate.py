@@ -59,7 +59,9 @@ def pvrnn_training_info(trained: TrainedModel) -> dict:
     restarts = trained.history.get("restarts")  # train.restarts: every restart's training is the cost
     if restarts:
         info["restarts"] = len(restarts["seeds"])
-        info["seconds_all_restarts"] = float(restarts["train_seconds"])
+        # the winner may have trained on (--resume) since it was chosen
+        later = (info["seconds"] or 0.0) - restarts.get("chosen_train_seconds", info["seconds"] or 0.0)
+        info["seconds_all_restarts"] = float(restarts["train_seconds"]) + max(0.0, later)
     return info
 
 

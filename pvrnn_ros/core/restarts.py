@@ -13,8 +13,9 @@ the seeds close to their held-out error (Spearman 0.83 over 12 seeds at 10 Hz, 0
 20 Hz; docs/results.md, session 16).
 
 Layout: DIR/restarts/seed_<s>/ holds each model as it trained (model.pt, loss.png, score.json),
-DIR/model.pt is the winner (its history also holds every restart's score and training time), and DIR/restarts.json holds every score and the choice.
-A stopped run keeps every finished restart; `--resume` reuses them and continues the interrupted one.
+DIR/model.pt is the winner (its history also holds every restart's score and training time), and
+DIR/restarts.json holds every score and the choice. A stopped run keeps every finished restart;
+`--resume` reuses them and continues the interrupted one.
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def er_prediction_error(trained: TrainedModel, demos: list[Demonstration]) -> li
 def train_restarts(config: Config, demos: list[Demonstration], out_dir: str | Path, epochs: int | None = None,
                    progress: bool = True, device: str = "cpu", resume: bool = False) -> TrainedModel:
     """Train config.train.restarts models from consecutive seeds, score each with
-    `er_prediction_error` on `demos`, copy the best to out_dir/model.pt and return it. With
+    `er_prediction_error` on `demos`, save the best as out_dir/model.pt and return it. With
     `resume`, a restart already trained to `epochs` in out_dir/restarts/ is reused and one stopped
     early continues (from its own checkpoint and config); without it every restart trains afresh.
     If Ctrl-C stops a restart, that restart is returned unfinished and nothing is chosen."""
@@ -104,7 +105,8 @@ def train_restarts(config: Config, demos: list[Demonstration], out_dir: str | Pa
     winner = load_checkpoint(chosen / "model.pt", device)
     # what `pvrnn-ros eval` reports as the training cost: every restart, not the winner alone
     winner.history["restarts"] = {"seeds": [r["seed"] for r in rows], "scores": [r["score"] for r in rows],
-                                  "train_seconds": float(sum(r["train_seconds"] for r in rows))}
+                                  "train_seconds": float(sum(r["train_seconds"] for r in rows)),
+                                  "chosen_train_seconds": best["train_seconds"]}
     save_checkpoint(winner, out / "model.pt")
     if (chosen / "loss.png").exists():
         shutil.copyfile(chosen / "loss.png", out / "loss.png")

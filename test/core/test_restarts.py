@@ -52,6 +52,12 @@ def test_restarts_train_every_seed_and_keep_the_best_er_predictor(tmp_path):
     assert info["restarts"] == 3
     np.testing.assert_allclose(info["seconds_all_restarts"], sum(r["train_seconds"] for r in rows))
     assert info["seconds"] < info["seconds_all_restarts"]
+    # trained on after the choice (--resume): that time counts too
+    more = train(_config(), None, tmp_path, epochs=15, resume=True, progress=False)
+    later = pvrnn_training_info(more)
+    np.testing.assert_allclose(later["seconds_all_restarts"] - info["seconds_all_restarts"],
+                               later["seconds"] - info["seconds"])
+    assert later["seconds"] > info["seconds"]
 
 
 def test_the_score_is_evaluates_error_in_normalised_units(tmp_path):
