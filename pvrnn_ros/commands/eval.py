@@ -43,6 +43,9 @@ def add_arguments(p):
                    help="ceiling on GRU/LSTM epochs; early stopping normally ends first (default 3000)")
     p.add_argument("--baseline-patience", type=int, default=None,
                    help="epochs without a better validation loss before a baseline stops (default 100)")
+    p.add_argument("--baseline-restarts", type=int, default=None,
+                   help="GRU/LSTM initialisations per hidden size, the lowest validation loss kept "
+                        "(default: the model's train.restarts, so both get as many tries)")
     p.add_argument("--no-gru", action="store_true", help="skip the GRU baseline")
     p.add_argument("--no-lstm", action="store_true", help="skip the LSTM baseline")
     p.add_argument("--rate", type=float, default=None, help="rate of CSV/NPZ files without time")
@@ -91,6 +94,7 @@ def run(args) -> int:
             baselines.max_epochs = args.baseline_max_epochs
         if args.baseline_patience is not None:
             baselines.patience = args.baseline_patience
+        baselines.restarts = args.baseline_restarts
         evaluate(trained, demos, out, cfg, progress=show_progress(args.no_progress), baselines=baselines.validate(),
                  methods=methods)
     except (CheckpointError, DataError, ConfigError, ValueError) as exc:

@@ -50,6 +50,9 @@ def add_arguments(p):
     p.add_argument("--baselines", action="store_true",
                    help="also train the converged GRU/LSTM baselines once per model rate, for the table and plots")
     p.add_argument("--baseline-max-epochs", type=int, default=None, help="ceiling on baseline epochs (default 3000)")
+    p.add_argument("--baseline-restarts", type=int, default=None,
+                   help="baseline initialisations per hidden size (default: the most train.restarts of the "
+                        "sweep's trials at that rate)")
     p.add_argument("--rate", type=float, default=None, help="rate of CSV/NPZ files without a time column")
     p.add_argument("--topic", default=None, help="JointState topic in rosbag2 recordings")
     p.add_argument("--verbose", action="store_true", help="Ray Tune's progress table")
@@ -95,6 +98,7 @@ def run(args) -> int:
             settings = BaselineSettings()
             if args.baseline_max_epochs is not None:
                 settings.max_epochs = args.baseline_max_epochs
+            settings.restarts = args.baseline_restarts
             baselines = sweep_baselines(records, data, out, settings.validate())
         write_outputs(records, trials, out, baselines)
     except (ConfigError, DataError, CheckpointError, ValueError) as exc:

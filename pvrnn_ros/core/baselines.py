@@ -68,6 +68,10 @@ class BaselineSettings:
     val_fraction: float = 0.25  # of the episodes, held out for validation (at least one)
     refit: bool = True  # then retrain the chosen size on every episode for the best epoch count
     seed: int = 0
+    # initialisations per hidden size (torch seeds seed, seed + 1, ...; the validation episodes stay
+    # those of `seed`), the lowest validation loss wins: what train.restarts gives the PV-RNN.
+    # None: as many as the PV-RNN compared with had (`evaluate`), else 1
+    restarts: int | None = None
 
     def validate(self) -> "BaselineSettings":
         if not self.hidden_sizes or any(not isinstance(h, int) or h < 1 for h in self.hidden_sizes):
@@ -82,6 +86,8 @@ class BaselineSettings:
             raise ValueError(f"baseline lr = {self.lr!r} is invalid: expected a learning rate > 0")
         if not (0 < self.val_fraction < 1):
             raise ValueError(f"baseline val_fraction = {self.val_fraction!r} is invalid: expected a value in (0, 1)")
+        if self.restarts is not None and (not isinstance(self.restarts, int) or self.restarts < 1):
+            raise ValueError(f"baseline restarts = {self.restarts!r} is invalid: expected an integer >= 1 or None")
         return self
 
 
@@ -259,25 +265,28 @@ def fit_predictor(kind: str, sequences: torch.Tensor, lengths: list[int] | torch
     started = time.perf_counter()
     candidates, best = [], None
     for hidden in settings.hidden_sizes:
-        torch.manual_seed(settings.seed)
-        model = RecurrentPredictor(kind, D, hidden, horizon)
-        _, report = train_early_stopping(model, batch(train_idx), batch(val_idx), _predictor_loss,
-                                         patience=settings.patience, max_epochs=settings.max_epochs,
-                                         lr=settings.lr, min_delta=settings.min_delta, progress=progress,
-                                         desc=f"{kind.upper()} {hidden}")
-        row = {"hidden": hidden, "weights": sum(p.numel() for p in model.parameters()), **report.as_dict()}
-        candidates.append(row)
-        if best is None or report.best_val_loss < best[1]["best_val_loss"]:
-            best = (model, row)
+        for init_seed in range(settings.seed, settings.seed + (settings.restarts or 1)):
+            torch.manual_seed(init_seed)
+            model = RecurrentPredictor(kind, D, hidden, horizon)
+            _, report = train_early_stopping(model, batch(train_idx), batch(val_idx), _predictor_loss,
+                                             patience=settings.patience, max_epochs=settings.max_epochs,
+                                             lr=settings.lr, min_delta=settings.min_delta, progress=progress,
+                                             desc=f"{kind.upper()} {hidden}")
+            row = {"hidden": hidden, "init_seed": init_seed, "weights": sum(p.numel() for p in model.parameters()),
+                   **report.as_dict()}
+            candidates.append(row)
+            if best is None or report.best_val_loss < best[1]["best_val_loss"]:
+                best = (model, row)
     model, row = best
     refit = None
     if settings.refit:  # the validation episodes are training data too: the PV-RNN sees all of them
-        torch.manual_seed(settings.seed)
+        torch.manual_seed(row["init_seed"])
         model = RecurrentPredictor(kind, D, row["hidden"], horizon)
         all_idx = list(range(N))
         final, secs = train_epochs(model, batch(all_idx), _predictor_loss, row["best_epoch"], settings.lr)
         refit = {"epochs": row["best_epoch"], "seconds": secs, "final_train_mse": final}
-    info = {"kind": kind, "hidden": row["hidden"], "weights": row["weights"], "epochs": row["epochs"],
+    info = {"kind": kind, "hidden": row["hidden"], "init_seed": row["init_seed"], "restarts": settings.restarts or 1,
+            "weights": row["weights"], "epochs": row["epochs"],
             "best_epoch": row["best_epoch"], "best_val_mse": row["best_val_loss"], "refit": refit,
             "seconds": row["seconds"] + (refit["seconds"] if refit else 0.0),
             "seconds_all_candidates": time.perf_counter() - started,

@@ -46,6 +46,9 @@ def fit_learned_baselines(trained: TrainedModel, horizon: int, kinds: tuple[str,
     """GRU / LSTM predictors on the PV-RNN's own training data (normalised), trained to convergence."""
     if trained.config.train.threads:  # the same threads the PV-RNN trained with
         torch.set_num_threads(trained.config.train.threads)
+    settings = settings or BaselineSettings()
+    if settings.restarts is None:  # as many restarts as the PV-RNN had (train.restarts)
+        settings = replace(settings, restarts=trained.config.train.restarts)
     data = trained.data.detach().cpu()[..., :trained.layout.n_joints]  # joints (modalities are not predicted here)
     return {kind: fit_predictor(kind, data, trained.sequence_lengths, horizon, settings, progress)
             for kind in kinds}
@@ -289,7 +292,8 @@ def metrics_table(metrics: dict, horizons: list[int] | None = None) -> str:
             if g:
                 lines.append(f"| {kind.upper()} {g['hidden']} ({g['weights']} weights) | early stopping on "
                              f"{g['val_episodes']} validation episode(s) ({g['split']}), best epoch {g['best_epoch']}, hidden from "
-                             f"{', '.join(str(c['hidden']) for c in g['candidates'])}"
+                             f"{', '.join(str(h) for h in dict.fromkeys(c['hidden'] for c in g['candidates']))}"
+                             + (f", {g['restarts']} initialisations each" if g.get("restarts", 1) > 1 else "")
                              + (f", refit on all episodes for {g['refit']['epochs']} epochs" if g.get("refit") else "")
                              + f" | {g['epochs']}{' + ' + str(g['refit']['epochs']) if g.get('refit') else ''} | "
                              f"{g['seconds']:.1f} ({g['seconds_all_candidates']:.1f} with every candidate) |")

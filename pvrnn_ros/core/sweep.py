@@ -33,7 +33,7 @@ import re
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +279,7 @@ def run_trial(spec: dict) -> dict:
             "rate_hz": cfg.data.rate_hz,
             "horizon": cfg.er.horizon,
             "epochs": trained.epoch,
+            "train_restarts": trained.config.train.restarts,
             "train_seconds": train_s,
             "er_tick_ms_median": metrics["er_tick_ms"]["median"],
             "seconds": time.perf_counter() - started,
@@ -457,6 +458,7 @@ def sweep_baselines(records: dict[str, dict], data: SweepData, out_dir: str | Pa
     Trained on the data of the first completed trial at that rate (the baselines depend only on the
     demonstrations and the rate); cached in DIR/baselines_<rate>Hz.json, so a resumed sweep reuses them.
     """
+    from .baselines import BaselineSettings
     from .checkpoint import load_checkpoint
     from .data import load_demonstrations
     from .evaluate import evaluate
@@ -473,14 +475,27 @@ def sweep_baselines(records: dict[str, dict], data: SweepData, out_dir: str | Pa
             found[f"{rate:g}"] = json.loads(path.read_text())
             continue
         trained = load_checkpoint(r.get("model") or out / "trials" / r["trial_id"] / "model.pt")
+        rate_settings = settings or BaselineSettings()
+        if rate_settings.restarts is None:  # as many tries as the most restarted PV-RNN at this rate
+            rate_settings = replace(rate_settings, restarts=max(_train_restarts(x, out) for x in records.values()
+                                                               if x.get("status") == "ok" and float(x["rate_hz"]) == rate))
         held = load_demonstrations(data.heldout, rate_hz=data.rate, joint_names=trained.joint_names,
                                    topic=data.topic, modalities=trained.config.data.modalities)
-        m = evaluate(trained, held, out / f"baselines_{rate:g}Hz", progress=progress, baselines=settings,
+        m = evaluate(trained, held, out / f"baselines_{rate:g}Hz", progress=progress, baselines=rate_settings,
                      methods=("hold", "gru", "lstm"), plots=False)
         entry = {"rate_hz": rate, "methods": m["methods"], "training": m["training"]}
         _write_json(path, entry)
         found[f"{rate:g}"] = entry
     return found
+
+
+def _train_restarts(record: dict, out: Path) -> int:
+    """A completed trial's train.restarts: from its record, or (records written before the field)
+    from the trial's config.yaml."""
+    if "train_restarts" in record:
+        return int(record["train_restarts"])
+    path = out / "trials" / record["trial_id"] / "config.yaml"
+    return Config.load(path).train.restarts if path.exists() else 1
 
 
 # ------------------------------------------------------------------------------------- outputs
@@ -560,7 +575,8 @@ def write_outputs(records: dict[str, dict], trials: list[Trial], out_dir: str | 
                 if kind != "pvrnn":
                     lines.append(f"- {rate} Hz {kind.upper()}: hidden {info['hidden']}, {info['epochs']} epochs "
                                  f"(best {info['best_epoch']}), {info['seconds_all_candidates']:.0f} s with every "
-                                 "candidate size")
+                                 "candidate size"
+                                 + (f" and {info['restarts']} initialisations each" if info.get("restarts", 1) > 1 else ""))
     lines += ["", "![error vs horizon](sweep_error_vs_horizon.png)", "",
               "![prior sigma vs meta-prior](sweep_prior_sigma.png)", "",
               "![reconstruction](sweep_reconstruction.png)", ""]

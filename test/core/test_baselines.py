@@ -142,3 +142,39 @@ def test_a_single_training_episode_is_split_by_time():
     assert fitted.info["split"].startswith("by time") and fitted.info["val_episodes"] == 1
     with pytest.raises(ValueError, match="too short to hold out"):
         fit_predictor("gru", _sines(n=1, T=8), [8], horizon=3, settings=BaselineSettings(max_epochs=2))
+
+
+def test_restarts_try_each_initialisation_on_the_same_split_and_keep_the_lowest_validation_loss():
+    data = _sines(n=6, T=60)
+    lengths = [60] * 6
+    settings = BaselineSettings(hidden_sizes=(4, 8), max_epochs=40, patience=10, lr=1e-2, seed=2, restarts=3)
+    info = fit_predictor("gru", data, lengths, horizon=3, settings=settings).info
+    rows = info["candidates"]
+    assert [(c["hidden"], c["init_seed"]) for c in rows] == [(h, s) for h in (4, 8) for s in (2, 3, 4)]
+    assert len({c["best_val_loss"] for c in rows}) == 6, "each initialisation trains its own model"
+    best = min(rows, key=lambda c: c["best_val_loss"])
+    assert (info["hidden"], info["init_seed"], info["restarts"]) == (best["hidden"], best["init_seed"], 3)
+    # one initialisation of the restarts is exactly the run without restarts of that seed
+    single = fit_predictor("gru", data, lengths, horizon=3,
+                           settings=BaselineSettings(hidden_sizes=(4, 8), max_epochs=40, patience=10, lr=1e-2,
+                                                     seed=2)).info
+    assert [c["best_val_loss"] for c in single["candidates"]] == [rows[0]["best_val_loss"], rows[3]["best_val_loss"]]
+    assert single["val_episodes"] == info["val_episodes"]
+    with pytest.raises(ValueError, match="restarts = 0"):
+        BaselineSettings(restarts=0).validate()
+
+
+def test_evaluate_gives_the_baselines_as_many_restarts_as_the_pvrnn(tmp_path):
+    from pvrnn_ros.core.evaluate import fit_learned_baselines
+    from pvrnn_ros.core.train import build_model
+
+    from .conftest import sine_demos, small_config
+
+    cfg = small_config()
+    cfg.train.restarts = 2
+    trained = build_model(cfg, sine_demos(n=4, seconds=3.0))
+    quick = BaselineSettings(hidden_sizes=(4,), max_epochs=5, patience=2)
+    fitted = fit_learned_baselines(trained, 3, ("gru",), quick)
+    assert [c["init_seed"] for c in fitted["gru"].info["candidates"]] == [0, 1]
+    quick.restarts = 1  # given explicitly, it wins
+    assert len(fit_learned_baselines(trained, 3, ("gru",), quick)["gru"].info["candidates"]) == 1

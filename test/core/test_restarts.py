@@ -145,3 +145,17 @@ def test_a_sweep_trial_with_restarts_reports_every_restarts_training_time(tmp_pa
     rows = json.loads((out / SUMMARY).read_text())["restarts"]
     assert [r["seed"] for r in rows] == [0, 1]
     np.testing.assert_allclose(record["train_seconds"], sum(r["train_seconds"] for r in rows))
+    assert record["train_restarts"] == 2
+    from pvrnn_ros.core.sweep import _train_restarts
+
+    legacy = {k: v for k, v in record.items() if k != "train_restarts"}  # written before the field
+    assert _train_restarts(legacy, tmp_path / "sweep") == 2
+    # the sweep's baselines get as many initialisations as the most restarted trial at the rate
+    from pvrnn_ros.core.baselines import BaselineSettings
+    from pvrnn_ros.core.sweep import sweep_baselines
+
+    other = {**record, "trial_id": "other", "train_restarts": 3, "model": str(out / "model.pt")}
+    quick = BaselineSettings(hidden_sizes=(4,), max_epochs=5, patience=2)
+    found = sweep_baselines({"a": record, "b": other}, SweepData(str(data), str(data)), tmp_path / "sweep", quick)
+    (entry,) = found.values()
+    assert [c["init_seed"] for c in entry["training"]["gru"]["candidates"]] == [0, 1, 2]
