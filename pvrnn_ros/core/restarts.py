@@ -40,26 +40,23 @@ def er_prediction_error(trained: TrainedModel, demos: list[Demonstration]) -> li
     """ER's prediction MSE at horizons 1..er.horizon over `demos`, normalised units, mean over
     the joints, with the model's own er.* settings (one ER stream per demonstration). A model
     whose ER predicts a non-finite value where the truth is known scores inf at every horizon."""
-    from .evaluate import run_er
+    from .evaluate import _truth, run_er
 
     cfg = trained.config.er
     P = cfg.horizon
     sq, count = np.zeros(P), np.zeros(P)
     norm = trained.normalizer.normalize
+    # without a growing window ER predicts nothing until the window is full
+    first = 0 if cfg.growing_window else cfg.window - 1
     for demo in demos:
         obs = resample(demo.select(trained.joint_names), trained.rate_hz).positions
-        predicted = norm(run_er(trained, obs, cfg)["predicted"])  # [T, P, J]
-        observed = norm(obs)
-        # without a growing window ER predicts nothing until the window is full
-        first = 0 if cfg.growing_window else cfg.window - 1
-        predicted, observed = predicted[first:], observed[first:]
-        for h in range(1, P + 1):
-            known = np.isfinite(observed[h:]).all(-1)  # a joint missing there: no truth to score
-            pred = predicted[:-h, h - 1][known]
-            if not np.isfinite(pred).all():  # diverged (or failed to predict): this model loses
-                return [math.inf] * P
-            sq[h - 1] += ((pred - observed[h:][known]) ** 2).mean(-1).sum()
-            count[h - 1] += known.sum()
+        predicted = norm(run_er(trained, obs, cfg)["predicted"])[first:]  # [T, P, J]
+        truth = norm(_truth(obs, P))[first:]  # NaN past the end and where a joint is missing
+        known = np.isfinite(truth).all(-1)  # [T, P]
+        if not np.isfinite(predicted[known]).all():  # diverged (or failed to predict): this model loses
+            return [math.inf] * P
+        sq += np.where(known, ((predicted - truth) ** 2).mean(-1), 0.0).sum(0)
+        count += known.sum(0)
     if not count.all():
         raise ValueError(f"the demonstrations are too short to score a {P}-step prediction "
                          f"(er.horizon = {P}): ER needs at least {P + 1} steps")

@@ -232,8 +232,7 @@ def run_trial(spec: dict) -> dict:
     try:
         from .data import load_demonstrations
         from .evaluate import evaluate
-        from .restarts import train_restarts
-        from .train import Trainer, build_model
+        from .train import train
 
         from .checkpoint import load_checkpoint
 
@@ -249,11 +248,7 @@ def run_trial(spec: dict) -> dict:
             demos = load_demonstrations(data.train, rate_hz=data.rate, topic=data.topic,
                                         modalities=cfg.data.modalities)
             epochs = cfg.train.epochs if spec.get("epochs") is None else int(spec["epochs"])
-            if cfg.train.restarts > 1:
-                trained = train_restarts(cfg, demos, out, epochs, progress=False)
-            else:
-                trained = build_model(cfg, demos)
-                Trainer(trained).run(epochs, out, progress=False)
+            trained = train(cfg, demos, out, epochs, progress=False)  # train.restarts included
         train_s = float(sum(trained.history.get("seconds", [])))
         if trained.history.get("restarts"):  # train.restarts: every restart's training is the cost
             train_s = trained.history["restarts"]["train_seconds"]
