@@ -12,9 +12,6 @@ DESCRIPTION = (
     "recorder_node; e.g. `pvrnn-ros lifecycle er_node deactivate`. There is no `ros2 lifecycle` here; "
     "on a full ROS install that command works on the same nodes."
 )
-# where each transition leads (the services report the intermediate transition state)
-GOALS = {"configure": "inactive", "activate": "active", "deactivate": "inactive", "cleanup": "unconfigured",
-         "shutdown": "finalized"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("transition", nargs="?", choices=TRANSITIONS, help="transition to trigger")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: the environment's)")
     parser.add_argument("--timeout", type=float, default=60.0,
-                        help="s to wait for the node's services and for the transition (configure loads a model)")
+                        help="s in all for this call: finding the node's services, the transition "
+                             "(configure loads a model) and the state queries")
     parser.add_argument("--no-localhost", action="store_true",
                         help="do not set ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (talk to other machines)")
 
@@ -36,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
 
-    from pvrnn_ros.ros.lifecycle import LifecycleClient
+    import time
+
+    from pvrnn_ros.ros.lifecycle import GOALS, LifecycleClient
 
     if not args.no_localhost:
         os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -49,13 +49,18 @@ def run(args: argparse.Namespace) -> int:
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         client = LifecycleClient(node, target, executor=executor)
+        deadline = time.monotonic() + args.timeout
+
+        def left() -> float:  # one deadline for the whole call, not one per service call
+            return max(0.1, deadline - time.monotonic())
+
         if not client.wait(args.timeout):
-            print(f"pvrnn-ros lifecycle: error: {target} offers no lifecycle services (domain {domain}); "
-                  "is it running, and is it a managed node (er_node, recorder_node)?")
+            print(f"pvrnn-ros lifecycle: error: {target} offers no lifecycle services within {args.timeout:g} s "
+                  f"(domain {domain}); is it running, and is it a managed node (er_node, recorder_node)?")
             return 2
         if args.transition:
-            ok = client.change(args.transition, timeout=args.timeout)
-            state = client.state(timeout=args.timeout)
+            ok = client.change(args.transition, timeout=left())
+            state = client.state(timeout=min(left(), 10.0))
             if ok is None:
                 print(f"{target}: {args.transition}: no answer within {args.timeout:g} s (state {state})")
                 return 2
@@ -64,8 +69,11 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             print(f"{target}: {args.transition} ok; state {state}")
             return 0
-        state = client.state(timeout=args.timeout)
-        transitions = client.available(timeout=args.timeout) or []
+        state = client.state(timeout=left())
+        transitions = client.available(timeout=left())
+        if state is None or transitions is None:
+            print(f"{target}: no answer to the state query within {args.timeout:g} s")
+            return 2
         print(f"{target}: {state}")
         for label, _ in transitions:
             print(f"  {label:<11} -> {GOALS.get(label, '?')}")
