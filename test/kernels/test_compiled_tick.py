@@ -43,8 +43,13 @@ def _assert_ticks_equal(a, b, tol, where):
     for key in ("reconstruction_error", "free_energy"):
         np.testing.assert_allclose(getattr(b, key), getattr(a, key), **close, err_msg=f"{where}: {key}")
     np.testing.assert_allclose(b.kl_per_layer, a.kl_per_layer, **close, err_msg=f"{where}: kl")
+    # Adam divides by the gradient's own size, so where a latent unit barely moves the loss, float32
+    # rounding in its gradient moves its mean by a visible step while the outputs agree to 1e-7 (AMD
+    # EPYC, residual_correction, tick 15: 3.4e-5 here, predictions 4e-7): the latents get the
+    # reference's bound, the outputs keep theirs
+    lat = dict(rtol=max(tol, 2e-4), atol=max(tol, 2e-4)) if tol > 0 else close
     for la, lb in zip(a.latent_means, b.latent_means):
-        np.testing.assert_allclose(lb, la, **close, err_msg=f"{where}: latent means")
+        np.testing.assert_allclose(lb, la, **lat, err_msg=f"{where}: latent means")
     assert a.modalities.keys() == b.modalities.keys(), where
     for name, ma in a.modalities.items():
         mb = b.modalities[name]
