@@ -29,12 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
+    import time
 
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
-
-    import time
 
     from pvrnn_ros.ros.lifecycle import GOALS, LifecycleClient
 

@@ -19,6 +19,16 @@ GOALS = {"configure": "inactive", "activate": "active", "deactivate": "inactive"
 QUERY_RESEND_S = 2.0
 
 
+def _wait_any(futures, end: float, executor=None) -> None:
+    """Until one of `futures` is done or `end` (monotonic s): spin `executor` in short slices, so an
+    earlier request's late answer is seen too, or sleep while another thread spins the node."""
+    while time.monotonic() < end and not any(f.done() for f in futures):
+        if executor is not None:
+            executor.spin_once(timeout_sec=max(0.0, min(0.05, end - time.monotonic())))
+        else:
+            time.sleep(0.01)
+
+
 def call(node, client, request, timeout: float, executor=None, resend: float | None = None):
     """Call a service and wait for the answer: spin `executor` if given, else wait for the thread that
     spins `node` elsewhere. None on timeout. With `resend` (s), a request still unanswered after that
@@ -35,12 +45,7 @@ def call(node, client, request, timeout: float, executor=None, resend: float | N
         if left <= 0:
             break
         wait = left if resend is None else min(left, resend)
-        end = time.monotonic() + wait
-        while time.monotonic() < end and not any(f.done() for f in futures):
-            if executor is not None:
-                executor.spin_once(timeout_sec=max(0.0, min(0.05, end - time.monotonic())))
-            else:
-                time.sleep(0.01)
+        _wait_any(futures, time.monotonic() + wait, executor)
         answered = [f for f in futures if f.done() and f.result() is not None]
         if answered:
             for f in futures:
@@ -102,24 +107,21 @@ class LifecycleClient:
         if not self.change_client.wait_for_service(timeout_sec=max(0.0, deadline - time.monotonic())):
             return None
         future = self.change_client.call_async(req)
-        next_check = time.monotonic() + QUERY_RESEND_S
+
+        def reached() -> bool:  # the goal state, reached from another one: the lost answer was a yes
+            now = self.state(timeout=max(0.1, min(QUERY_RESEND_S, deadline - time.monotonic())))
+            return now is not None and now != start and now == GOALS[transition]
+
         while not future.done() and time.monotonic() < deadline:
-            if self.executor is not None:
-                self.executor.spin_once(timeout_sec=0.05)
-            else:
-                time.sleep(0.01)
-            if not future.done() and time.monotonic() >= next_check:
-                now = self.state(timeout=max(0.1, min(QUERY_RESEND_S, deadline - time.monotonic())))
-                if now is not None and now != start and now == GOALS[transition]:
-                    self.change_client.remove_pending_request(future)
-                    return True
-                next_check = time.monotonic() + QUERY_RESEND_S
+            _wait_any([future], min(deadline, time.monotonic() + QUERY_RESEND_S), self.executor)
+            if not future.done() and reached():
+                self.change_client.remove_pending_request(future)
+                return True
         if future.done() and future.result() is not None:
             return bool(future.result().success)
         if not future.done():
             self.change_client.remove_pending_request(future)
-        now = self.state(timeout=max(0.1, min(QUERY_RESEND_S, deadline - time.monotonic())))
-        return True if now is not None and now != start and now == GOALS[transition] else None
+        return True if reached() else None
 
     def destroy(self) -> None:
         for c in (self.change_client, self.state_client, self.available_client):
