@@ -159,7 +159,7 @@ def run_bench(quick: bool = False, backends: list[str] | None = None, only: str 
               train_fast: bool = True, log=print) -> BenchResult:
     torch.set_num_threads(1)
     res = BenchResult(machine=f"{platform.processor() or platform.machine()}, {_cpu_count()} CPU cores, "
-                              f"torch {torch.__version__}, {torch.get_num_threads()} torch thread"
+                              f"{cpu_identity()}, torch {torch.__version__}, {torch.get_num_threads()} torch thread"
                               + _numba_threads())
     bks = _backends(backends)
     # JIT compile (or on-disk cache load), reported separately and excluded from the timings
@@ -394,6 +394,28 @@ def _numba_threads() -> str:
         return f", {numba.get_num_threads()} numba threads (cpu: B > 1 windows threaded, cpu_1t: one thread)"
     except ImportError:
         return ""
+
+
+def cpu_identity() -> str:
+    """The CPU as the kernels see it: its model name, the host CPU LLVM compiles for (znver3 and
+    znver4 both read "AMD EPYC" in lscpu, but only znver4 has AVX-512) and the widest vector ISA.
+    Figures from different hosts are not comparable, and this is how to tell them apart."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    try:
+        from llvmlite import binding as llvm
+
+        host = llvm.get_host_cpu_name()
+        features = llvm.get_host_cpu_features()
+        isa = next((name for name in ("avx512f", "avx2", "sse4.2") if features.get(name)), "baseline")
+        return f"{model} (LLVM host {host}, {isa})"
+    except Exception:  # noqa: BLE001  no numba / llvmlite: the model name is all there is
+        return model
 
 
 def _cpu_count() -> int:

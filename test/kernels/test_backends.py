@@ -18,7 +18,7 @@ from helpers import assert_results_match, random_model, random_problem, rel_err 
 from pvrnn_ros.kernels.reference import ReferenceBackend, window_loss  # noqa: E402
 
 numba = pytest.importorskip("numba")
-from pvrnn_ros.kernels.cpu import CpuBackend  # noqa: E402
+from pvrnn_ros.kernels.cpu import BLAS_MIN_ROWS, CpuBackend  # noqa: E402
 
 TOL = 1e-4
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,13 +54,18 @@ def test_cpu_matches_reference_grid(cpu, arch, output, posterior, bottom_up):
                          seed=hash((arch, output, posterior, bottom_up)) % 1000)
     problem, a_mu, a_ls, adam = random_problem(model, B=3, W=6, K=4, use_eps=True, seed=3)
     _check(cpu.regress(problem, a_mu, a_ls, adam), ReferenceBackend().regress(problem, a_mu, a_ls, adam), False)
-    # the same architectures through the BLAS products (>= 8 windows)
-    problem, a_mu, a_ls, adam = random_problem(model, B=10, W=4, K=2, use_eps=True, seed=13)
+    # the same architectures through the BLAS products (>= cpu.BLAS_MIN_ROWS windows per thread)
+    problem, a_mu, a_ls, adam = random_problem(model, B=_BLAS_B + 1, W=4, K=2, use_eps=True, seed=13)
     _check(cpu.regress(problem, a_mu, a_ls, adam), ReferenceBackend().regress(problem, a_mu, a_ls, adam), False)
 
 
-# B >= 8 windows per thread take the BLAS products (cpu.BLAS_MIN_ROWS): 9 (one group), 17 (8 + 9)
-@pytest.mark.parametrize("B,W,K", [(1, 1, 3), (3, 1, 2), (1, 63, 2), (3, 17, 5), (9, 5, 3), (17, 3, 2)])
+# B >= cpu.BLAS_MIN_ROWS windows per thread (8 or 32, by host) take the BLAS products; threads take
+# groups of >= 8 windows: 9 (one group), 17 (8 + 9), and enough for BLAS on two threads
+_BLAS_B = 2 * BLAS_MIN_ROWS + 1
+
+
+@pytest.mark.parametrize("B,W,K", [(1, 1, 3), (3, 1, 2), (1, 63, 2), (3, 17, 5), (9, 5, 3), (17, 3, 2),
+                                   (_BLAS_B, 3, 2)])
 @pytest.mark.parametrize("use_eps", [True, False])
 @pytest.mark.parametrize("keep_best", [False, True])
 @pytest.mark.parametrize("first", [True, False])

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("numba")
 
-from pvrnn_ros.kernels.bench import format_table, run_bench, to_json  # noqa: E402
+from pvrnn_ros.kernels.bench import cpu_identity, format_table, run_bench, to_json  # noqa: E402
 
 
 def test_bench_quick_kernel_and_engine_cases(tmp_path):
@@ -22,6 +22,7 @@ def test_bench_quick_kernel_and_engine_cases(tmp_path):
         cpu, ref = by[(case, fast)], by[(case, "reference")]
         assert ref.speedup is None and cpu.speedup == pytest.approx(ref.median_ms / cpu.median_ms)
     assert by[("f", "cpu")].n == by[("f", "cpu_generic")].n  # interleaved on one stream
+    assert cpu_identity() in res.machine  # which host, so figures of different CPUs are not mixed
     table = format_table(res)
     assert "(f)  cpu" in table and "ErrorRegression.step" in table
     to_json(res, tmp_path / "bench.json")
@@ -29,6 +30,18 @@ def test_bench_quick_kernel_and_engine_cases(tmp_path):
     assert data["compile_s"]["cpu"] >= 0
     assert [(r["scenario"], r["backend"]) for r in data["rows"]] == [(r.scenario, r.backend) for r in res.rows]
     assert data["rows"][1]["median_ms"] == by[("b", "cpu")].median_ms
+
+
+def test_cpu_identity_names_the_host_llvm_compiles_for_and_its_widest_vector_isa():
+    from llvmlite import binding as llvm
+
+    ident = cpu_identity()
+    features = llvm.get_host_cpu_features()
+    widest = "avx512f" if features.get("avx512f") else "avx2" if features.get("avx2") else None
+    assert f"LLVM host {llvm.get_host_cpu_name()}," in ident
+    if widest:
+        assert ident.endswith(f", {widest})")
+    assert "avx512f" not in ident or features.get("avx512f")
 
 
 def test_bench_batched_case_reports_per_window_and_ratio(monkeypatch, tmp_path):
