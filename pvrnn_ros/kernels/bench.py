@@ -408,14 +408,11 @@ def cpu_identity() -> str:
         pass
     model = model or platform.processor() or platform.machine()
     try:
-        from llvmlite import binding as llvm
-
-        host = llvm.get_host_cpu_name()
-        features = llvm.get_host_cpu_features()
-        isa = next((name for name in ("avx512f", "avx2", "sse4.2") if features.get(name)), "baseline")
-        return f"{model} (LLVM host {host}, {isa})"
-    except Exception:  # noqa: BLE001  no numba / llvmlite: the model name is all there is
+        from pvrnn_ros.kernels.cpu import host_cpu
+    except ImportError:  # no numba: the model name is all there is
         return model
+    host, isa = host_cpu()
+    return f"{model} (LLVM host {host}, {isa})"
 
 
 def _cpu_count() -> int:

@@ -66,22 +66,26 @@ def _tanh(x):
 _C = np.float32
 _FM = {"contract"}  # FMA contraction only (no reassociation): results stay deterministic
 
-def _host_has_avx512() -> bool:
+def host_cpu() -> tuple[str, str]:
+    """The host CPU LLVM compiles the kernels for (e.g. "znver3") and its widest vector ISA
+    ("avx512f", "avx2", "sse4.2" or "baseline"); ("unknown", "baseline") when llvmlite cannot say."""
     try:
         from llvmlite import binding as llvm
 
-        return bool(llvm.get_host_cpu_features().get("avx512f"))
-    except Exception:  # noqa: BLE001  unknown host: the threshold measured on AVX2
-        return False
+        features = llvm.get_host_cpu_features()
+        name = llvm.get_host_cpu_name()
+    except Exception:  # noqa: BLE001
+        return "unknown", "baseline"
+    return name, next((isa for isa in ("avx512f", "avx2", "sse4.2") if features.get(isa)), "baseline")
 
 
 # From this many rows on (windows, rollouts), the kernels' per-step products go to BLAS (np.dot): below
 # it the call's overhead outweighs the faster inner kernel. Where that crossover lies depends on the
 # host (docs/performance.md, session 18): on the AVX-512 EPYC (znver4) of sessions 12-15 BLAS won from
 # 8 rows; on an AVX2 EPYC (znver3) the in-house kernel was faster up to ~24 rows of a 120-wide product
-# (16 rows: 10 vs 14 us), and B = 16 plans on two threads ran 2x faster without BLAS. numba's cache
+# (16 rows: 10 vs 14 us), and B = 16 plans on two threads ran 1.8x faster without BLAS. numba's cache
 # keeps one compiled copy per host CPU, so each host compiles in its own threshold.
-BLAS_MIN_ROWS = 8 if _host_has_avx512() else 32
+BLAS_MIN_ROWS = 8 if host_cpu()[1] == "avx512f" else 32
 
 
 @njit(cache=True, fastmath=_FM, inline="always", error_model="numpy")
