@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -34,8 +35,21 @@ def test_jaco_record_train_imitate_end_to_end(tmp_path, record_property):
            "--duration", "6", "--epochs", "60", "--imitate-seconds", "8", "--settle", "2",
            "--scene", str(JACO), "--position-kp", "1000", "--end-effector-site", "wristsite",
            "--out", str(out), "--domain-id", str(domain_for("jaco_end_to_end"))]
-    proc = subprocess.run(cmd, env=env, cwd=str(REPO), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # the demo's output goes to a file and it runs in its own session: a demo that hangs is killed with
+    # the nodes it started, and the failure shows where it stopped (a captured pipe is lost on timeout)
+    log_path = tmp_path / "demo.log"
+    with log_path.open("w") as log:
+        demo = subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            returncode = demo.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+            pytest.fail("the Jaco demo was still running after 600 s; its output ends:\n"
+                        + log_path.read_text(errors="replace")[-4000:])
+    output = log_path.read_text(errors="replace")
+    assert returncode == 0, output[-6000:]
 
     # recorded over DDS: the teacher copy of the Jaco, its joints by name, end effector and primitive
     bag = out / "bags" / "episode_000"
@@ -49,7 +63,7 @@ def test_jaco_record_train_imitate_end_to_end(tmp_path, record_property):
     assert names == [f"joint_{k}" for k in range(1, 7)]
     assert topics["/teacher/end_effector"] == "geometry_msgs/msg/PointStamped"
     assert topics["/teacher/primitive"] == "std_msgs/msg/String"
-    assert "imitation settings measured on the robot: servo lag" in proc.stdout
+    assert "imitation settings measured on the robot: servo lag" in output
 
     tracking = json.loads((out / "live_summary.json").read_text())["tracking"]
     rmse, ref = tracking["rmse"], tracking["delayed_copy_rmse"]["0.1"]
